@@ -1,0 +1,5 @@
+import sys
+
+from hostlink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Awaitable reads and writes on non-blocking descriptors, for hostlinkd's asyncio loop.
+
+asyncio's stream transports cannot receive passed descriptors (recvmsg), so the daemon uses
+these small helpers on raw sockets and pipes instead. Each call tries the syscall first and only
+waits for readiness when it would block, which keeps a fast stream free of epoll traffic.
+"""
+
+import array
+import asyncio
+import os
+import socket
+
+RECV_SIZE = 256 << 10
+# Descriptors one connection may pass in all: stdin, stdout, stderr.
+MAX_FDS = 3
+_ANC = socket.CMSG_SPACE((MAX_FDS + 1) * array.array("i").itemsize)
+
+
+class TooManyFds(Exception):
+    """The peer passed more descriptors than MAX_FDS, or ancillary data we did not ask for."""
+
+
+async def wait_readable(loop, fd):
+    fut = loop.create_future()
+    loop.add_reader(fd, _wake, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+async def wait_writable(loop, fd):
+    fut = loop.create_future()
+    loop.add_writer(fd, _wake, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+
+
+def _wake(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Channel:
+    """A non-blocking stream socket: recv() with passed descriptors, send() of buffers."""
+
+    def __init__(self, sock, can_pass_fds=True):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.can_pass_fds = can_pass_fds
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+
+    async def recv(self):
+        """(data, fds): data is b"" at end of stream. Extra or odd ancillary data raises."""
+        while True:
+            try:
+                if not self.can_pass_fds:
+                    return self.sock.recv(RECV_SIZE), []
+                data, anc, flags, _ = self.sock.recvmsg(RECV_SIZE, _ANC, socket.MSG_CMSG_CLOEXEC)
+                break
+            except (BlockingIOError, InterruptedError):
+                await wait_readable(self.loop, self.fd)
+        fds = []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                arr = array.array("i")
+                arr.frombytes(payload[:len(payload) - len(payload) % arr.itemsize])
+                fds.extend(arr)
+            else:
+                close_all(fds)
+                raise TooManyFds("unexpected ancillary data (level %d, type %d)" % (level, kind))
+        if flags & socket.MSG_CTRUNC:
+            close_all(fds)
+            raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
+        return data, fds
+
+    async def send(self, *bufs):
+        """Send all of ``bufs`` in order."""
+        views = [memoryview(b) for b in bufs if len(b)]
+        while views:
+            try:
+                sent = self.sock.sendmsg(views) if len(views) > 1 else self.sock.send(views[0])
+            except (BlockingIOError, InterruptedError):
+                await wait_writable(self.loop, self.fd)
+                continue
+            while sent and views:
+                if sent >= len(views[0]):
+                    sent -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][sent:]
+                    sent = 0
+
+    def close(self):
+        self.sock.close()
+
+
+def close_all(fds):
+    """Close every descriptor in ``fds`` (passed ones we will not use)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    del fds[:]

@@ -1,0 +1,352 @@
+"""The ``hostlink`` command line: parse, run, print, exit. The only module of the client that prints.
+
+Options are parsed by hand: ``getopt`` and ``argparse`` pull in ``gettext`` and ``re``, which
+would more than double the client's start-up time (measured in bench/). Under the name
+``hostlink-cli`` the exit codes are the first hostlink's: the remote status verbatim, 124 on
+timeout, 125 when hostlink itself failed.
+"""
+
+import os
+import sys
+
+from . import __version__
+from .errors import HostlinkError, UsageError
+
+DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
+
+# option -> (destination, takes a value); long and short spellings of the first hostlink too.
+_OPTIONS = {
+    "-s": ("socket", True), "--socket": ("socket", True),
+    "-k": ("token", True), "--token": ("token", True),
+    "-t": ("target", True), "--target": ("target", True),
+    "-a": ("address", True), "--address": ("address", True),
+    "-T": ("timeout", True), "--timeout": ("timeout", True),
+    "-C": ("connect_timeout", True), "--connect-timeout": ("connect_timeout", True),
+    "-F": ("targets_file", True), "--targets-file": ("targets_file", True),
+    "-w": ("workdir", True), "--workdir": ("workdir", True),
+    "-e": ("env", True), "--env": ("env", True),
+    "-j": ("json", False), "--json": ("json", False),
+    "-x": ("exit_status", False), "--exit-status": ("exit_status", False),
+    "--argv": ("argv", False),
+    "--relay": ("relay", False),
+    "-h": ("help", False), "--help": ("help", False),
+    "-V": ("version", False), "--version": ("version", False),
+}
+# Options that may also follow ``exec`` (before the command words).
+_EXEC_OPTIONS = ("-w", "--workdir", "-e", "--env", "-T", "--timeout", "-j", "--json",
+                 "-x", "--exit-status", "--argv", "--relay")
+
+USAGE = """\
+usage: hostlink [OPTIONS] COMMAND [ARGS]
+
+Run commands on the host from inside a container, through hostlinkd.
+
+commands:
+  exec CMD...        run CMD with the host's shell (words are joined with spaces, as ssh does)
+  exec --argv PROG ARG...
+                     run PROG with exactly these arguments, no shell
+  ping               check the daemon: prints [node] pong - uptime Xs
+  targets            list the targets of targets.conf (-j for JSON)
+
+options:
+  -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
+  -k, --token TOKEN        token (env HOSTLINK_TOKEN); must match auth_token in hostlink.conf
+  -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET)
+  -F, --targets-file PATH  targets file (env HOSTLINK_TARGETS)
+  -w, --workdir DIR        working directory on the host
+  -e, --env NAME=VALUE     set a variable for the command (repeatable)
+  -T, --timeout MS         kill the command's process group after MS milliseconds
+  -C, --connect-timeout MS give up connecting after MS milliseconds (default 5000)
+  -j, --json               print one JSON object with stdout, stderr and exit_code
+  -x, --exit-status        exit with the remote command's own status, as ssh does
+      --relay              stream through the connection instead of passing this process's
+                           stdin/stdout/stderr to the command (always so with -j and TCP)
+  -V, --version            print the version
+  -h, --help               print this help
+
+exit codes: 0 ok, 1 the remote command failed (its code is exit_code in -j), 2 cannot connect,
+3 authentication failed, 4 server busy (max_concurrent reached; retry later), 5 timeout (the
+remote process group was killed), 6 denied by policy, 7 client error (bad arguments, targets).
+With -x: the remote status itself, 124 on timeout, 255 when hostlink failed.
+""" % DEFAULT_SOCKET
+
+
+class Options:
+    """Parsed command line."""
+
+    def __init__(self):
+        self.socket = self.token = self.target = self.address = self.targets_file = None
+        self.timeout = self.connect_timeout = self.workdir = None
+        self.env = []
+        self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
+        self.printed = False  # -j output already written: errors add no second object
+
+
+def parse(args, opts, allowed=None):
+    """Options up to the first word that is not one; returns the remaining words.
+
+    With ``allowed`` (after ``exec``), the first dash word that is not allowed begins the command.
+    """
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[i + 1:]
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+        else:
+            name, value = arg[:2], arg[2:]
+            eq = "=" if value else ""
+        spec = _OPTIONS.get(name)
+        if spec is None or (allowed is not None and name not in allowed):
+            if allowed is not None:
+                break
+            raise UsageError("unknown option %s (see hostlink --help)" % name)
+        dest, takes = spec
+        if takes:
+            if not eq:
+                i += 1
+                if i >= len(args):
+                    raise UsageError("option %s needs a value" % name)
+                value = args[i]
+            if dest == "env":
+                opts.env.append(value)
+            else:
+                setattr(opts, dest, value)
+        elif eq and name.startswith("--"):
+            raise UsageError("option %s takes no value" % name)
+        else:
+            setattr(opts, dest, True)
+            if value:  # a cluster of short flags such as -jx
+                args = args[:i + 1] + ["-" + value] + args[i + 1:]
+        i += 1
+    return args[i:]
+
+
+def _int(value, name, low=0):
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError("%s must be a whole number of milliseconds, not %r" % (name, value))
+    if n < low:
+        raise UsageError("%s must be at least %d, not %d" % (name, low, n))
+    return n
+
+
+def endpoint(opts, environ):
+    """The Endpoint the options and environment name; UsageError for an unknown target."""
+    from .client import Endpoint
+    token = opts.token if opts.token is not None else environ.get("HOSTLINK_TOKEN")
+    if opts.socket:
+        ep = Endpoint(socket=opts.socket)
+    elif opts.address:
+        host, _, port = opts.address.rpartition(":")
+        ep = Endpoint(address=host.strip("[]") or opts.address,
+                      port=_int(port, "-a port", 1) if host else 9876)
+    else:
+        name = opts.target or environ.get("HOSTLINK_TARGET")
+        if name:
+            from . import targets
+            ep = targets.find(name, opts.targets_file, environ)
+        else:
+            ep = Endpoint(socket=environ.get("HOSTLINK_SOCKET") or DEFAULT_SOCKET)
+    if token is not None:
+        ep.token = token
+    return ep
+
+
+def _request(opts, words, environ):
+    from .protocol import Exec
+    env = []
+    for item in opts.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name or "\0" in item:
+            raise UsageError("-e wants NAME=VALUE, got %r" % item)
+        env.append((name, value))
+    if not words:
+        raise UsageError("exec needs a command, e.g. hostlink exec \"ls /home\"")
+    if opts.argv:
+        argv, command = tuple(words), None
+    else:
+        argv, command = None, " ".join(words)
+        if not command.strip():
+            raise UsageError("the command is empty: nothing to run")
+    if opts.workdir and not opts.workdir.startswith("/"):
+        raise UsageError("-w wants an absolute path on the host, got %r" % opts.workdir)
+    if "TERM" in environ and os.isatty(1) and not opts.json:
+        env.insert(0, ("TERM", environ["TERM"]))
+    return Exec(command=command, argv=argv, cwd=opts.workdir or "", env=tuple(env),
+                timeout_ms=0, mode="relay" if opts.json else "fds")
+
+
+def cmd_exec(opts, words, environ):
+    from .client import Session, check_timeout, raise_for
+    req = _request(opts, words, environ)
+    ep = endpoint(opts, environ)
+    timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
+    req = _replace(req, timeout_ms=timeout, mode="fds" if ep.socket and not (opts.json or opts.relay) else "relay")
+    _need_token(ep)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        result = session.exec(req, capture=opts.json)
+    finally:
+        session.close()
+    warning = check_timeout(result, timeout)
+    if warning:
+        _say("note: " + warning)
+    if opts.json:
+        _print_json(_json_result(result, req))
+        opts.printed = True
+    raise_for(result)
+    return result.returncode
+
+
+def _replace(req, **changes):
+    fields = {n: getattr(req, n) for n in req.__slots__}
+    fields.update(changes)
+    return type(req)(**fields)
+
+
+def cmd_ping(opts, words, environ):
+    from .client import Session
+    ep = endpoint(opts, environ)
+    _need_token(ep)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        r = session.ping()
+    finally:
+        session.close()
+    if opts.json:
+        _print_json({"version": 1, "id": _new_id(), "node": r.node, "status": "ok",
+                     "uptime_s": r.uptime_s})
+    else:
+        sys.stdout.write("[%s] pong - uptime %ds\n" % (r.node, r.uptime_s))
+    return 0
+
+
+def cmd_targets(opts, words, environ):
+    from . import targets
+    rows = targets.listing(opts.targets_file, environ)
+    if opts.json:
+        _print_json(rows)
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            mark = "*" if r["default"] else " "
+            sys.stdout.write("%s %-*s  %-4s  %s\n" % (mark, width, r["name"], r["transport"],
+                                                     r["where"]))
+    return 0
+
+
+def _need_token(ep):
+    if not ep.token:
+        from .errors import AuthFailed
+        raise AuthFailed("no token: set HOSTLINK_TOKEN or pass -k; it must match auth_token in "
+                         "hostlink.conf on the host")
+
+
+def _connect_timeout(opts):
+    return _int(opts.connect_timeout, "-C", 1) if opts.connect_timeout is not None else 5000
+
+
+def _new_id():
+    return os.urandom(4).hex()
+
+
+def _text(data):
+    """(text, exact base64 or None): non-UTF-8 bytes become U+FFFD in the text."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        import base64
+        return data.decode("utf-8", "replace"), base64.b64encode(data).decode("ascii")
+
+
+def _json_result(r, req):
+    out = {"version": 1, "id": _new_id(), "node": r.node,
+           "status": "timeout" if r.timed_out else "ok",
+           "exit_code": -2 if r.timed_out else r.returncode}
+    for name in ("stdout", "stderr"):
+        text, exact = _text(getattr(r, name) or b"")
+        out[name] = text
+        if exact is not None:
+            out[name + "_base64"] = exact
+    out.update(stdout_truncated=False, stderr_truncated=False, duration_ms=r.duration_ms,
+               signal=r.signal, timed_out=r.timed_out)
+    if r.timed_out:
+        out["error_msg"] = "command timed out after %d ms and was killed" % r.timeout_ms
+    return out
+
+
+def _print_json(obj):
+    import json
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _warnings():
+    targets = sys.modules.get("hostlink.targets")
+    for line in targets.warnings if targets else ():
+        _say(line)
+    if targets:
+        del targets.warnings[:]
+
+
+def _say(message):
+    sys.stderr.write("hostlink: %s\n" % message)
+    sys.stderr.flush()
+
+
+COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets}
+
+
+def run(argv, environ, compat=False):
+    """Run the command line ``argv``; returns the exit code."""
+    opts = Options()
+    try:
+        rest = parse(argv, opts)
+        if opts.version:
+            sys.stdout.write("hostlink %s\n" % __version__)
+            return 0
+        if opts.help or not rest:
+            (sys.stdout if opts.help else sys.stderr).write(USAGE)
+            return 0 if opts.help else 7
+        name, words = rest[0], rest[1:]
+        if name == "exec":
+            words = parse(words, opts, _EXEC_OPTIONS)
+        handler = COMMANDS.get(name)
+        if handler is None:
+            raise UsageError("unknown command %r (try exec, ping or targets)" % name)
+        code = handler(opts, words, environ)
+        _warnings()
+        if compat or opts.exit_status:
+            return code
+        return 0 if code == 0 else 1
+    except HostlinkError as exc:
+        _warnings()
+        if opts.json and not opts.printed:
+            _print_json({"version": 1, "id": _new_id(), "node": "", "status": exc.status,
+                         "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
+                         "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
+        _say(exc.message)
+        if compat:
+            return 124 if exc.exit_code == 5 else 125
+        if opts.exit_status:
+            return 124 if exc.exit_code == 5 else 255
+        return exc.exit_code
+
+
+def main():
+    prog = os.path.basename(sys.argv[0])
+    compat = prog == "hostlink-cli"
+    try:
+        code = run(sys.argv[1:], os.environ, compat)
+    except KeyboardInterrupt:
+        code = 130
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return code

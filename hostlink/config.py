@@ -1,0 +1,217 @@
+"""hostlinkd's configuration: ``key = value`` lines with ``#`` comments (hostlink.conf).
+
+Every key is listed once in KEYS with its parser, default and reason. The first hostlink's
+hostlink.conf reads unchanged: its key names are ours (``unix_path`` is accepted for ``socket``),
+and its keys that mean nothing here are reported in ``notices``, not refused.
+"""
+
+import grp
+import os
+import socket
+import stat
+
+DEFAULT_PATH = "/etc/hostlink/hostlink.conf"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, line and reason."""
+
+
+def _bool(text):
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false, yes/no, on/off or 1/0")
+
+
+def _int(low, high):
+    def parse(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not low <= value <= high:
+            raise ValueError("must be between %d and %d" % (low, high))
+        return value
+    return parse
+
+
+def _mode(text):
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ValueError("expected an octal mode such as 0660") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("expected an octal mode such as 0660")
+    return value
+
+
+def _abspath(text):
+    if not text.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return text
+
+
+def _optpath(text):
+    return _abspath(text) if text else ""
+
+
+def _str(text):
+    return text
+
+
+def _choice(*choices):
+    def parse(text):
+        if text not in choices:
+            raise ValueError("must be one of: %s" % ", ".join(choices))
+        return text
+    return parse
+
+
+_HOUR_MS = 3600 * 1000
+_DAY_MS = 24 * _HOUR_MS
+
+# key: (parser, default, why). Defaults are documented in references/setup.md.
+KEYS = {
+    "node_name": (_str, "", "name shown by ping and -j; empty means the host name"),
+    "auth_token": (_str, "", "the shared secret of the default client"),
+    "auth_token_file": (_optpath, "", "a file holding auth_token, kept out of the conf"),
+    "shell": (_abspath, "/bin/sh", "runs shell-string commands as SHELL -c"),
+    "socket": (_abspath, "/run/hostlink/hostlink.sock", "the Unix socket"),
+    "unix_enabled": (_bool, True, "listen on the Unix socket"),
+    "socket_mode": (_mode, 0o660, "owner and socket group may connect, others not"),
+    "socket_group": (_str, "", "group that may connect; empty keeps the daemon's group"),
+    "max_concurrent": (_int(1, 4096), 16, "commands running at once; one more is told busy"),
+    "max_connections": (_int(1, 65536), 512, "open connections of any kind (fds are finite)"),
+    "max_unauthenticated": (_int(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
+    "auth_timeout_ms": (_int(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
+    "default_timeout_ms": (_int(0, 30 * _DAY_MS), 30000, "timeout when the client asks none (0: none)"),
+    "max_timeout_ms": (_int(0, 30 * _DAY_MS), 24 * _HOUR_MS, "largest timeout a client may ask (0: no cap)"),
+    "kill_grace_ms": (_int(0, 600000), 2000, "time between SIGTERM and SIGKILL"),
+    "shutdown_grace_ms": (_int(0, 3600000), 10000, "on SIGTERM, how long running commands may finish"),
+    "audit_log": (_optpath, "/var/log/hostlink/audit.log", "one JSON line per request; empty: off"),
+    "log_target": (_str, "stderr", "stderr, syslog, or a file path"),
+    "log_level": (_choice("debug", "info", "warning", "error"), "info", "least severity logged"),
+    "pid_file": (_optpath, "", "write the daemon's pid here"),
+    "namespace_pid": (_int(0, 1 << 22), 0, "sidecar: run commands in this host pid's namespaces"),
+    "run_as_user": (_str, "", "run commands as this user instead of the daemon's"),
+    "tcp_enabled": (_bool, False, "also listen on TCP"),
+    "tcp_bind": (_str, "127.0.0.1", "TCP address"),
+    "tcp_port": (_int(1, 65535), 9876, "TCP port (the first hostlink's)"),
+    "tcp_allow_any": (_bool, False, "permit a wildcard tcp_bind"),
+}
+ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
+# The first hostlink's keys that mean nothing here: output is streamed, never capped or spooled.
+IGNORED = ("default_max_output_bytes", "max_output_bytes", "output_tmpdir")
+
+
+class Config:
+    """A parsed hostlink.conf: one attribute per key in KEYS."""
+
+    def __init__(self, path=""):
+        self.path = path
+        self.notices = []
+        for key, (_, default, _why) in KEYS.items():
+            setattr(self, key, default)
+
+    @property
+    def node(self):
+        return self.node_name or socket.gethostname()
+
+    @property
+    def socket_gid(self):
+        """The numeric id of socket_group, or -1 for none."""
+        if not self.socket_group:
+            return -1
+        if self.socket_group.isdigit():
+            return int(self.socket_group)
+        return grp.getgrnam(self.socket_group).gr_gid
+
+
+def parse(text, path="hostlink.conf"):
+    """A Config from the text of a hostlink.conf; ConfigError names the line that is wrong."""
+    cfg = Config(path)
+    seen = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        where = "%s:%d" % (path, lineno)
+        if not sep or not key:
+            raise ConfigError("%s: expected 'key = value', got %r" % (where, line[:80]))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        key = ALIASES.get(key, key)
+        if key in IGNORED:
+            cfg.notices.append("%s: '%s' means nothing to this hostlinkd (output is streamed "
+                               "whole); ignored" % (where, key))
+            continue
+        if key.startswith("job_"):
+            cfg.notices.append("%s: '%s' is not used yet; ignored" % (where, key))
+            continue
+        if key not in KEYS:
+            raise ConfigError("%s: unknown key '%s'" % (where, key))
+        if key in seen:
+            raise ConfigError("%s: '%s' is set again (first at line %d)" % (where, key, seen[key]))
+        seen[key] = lineno
+        try:
+            setattr(cfg, key, KEYS[key][0](value))
+        except ValueError as exc:
+            raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg):
+    if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
+        raise ConfigError("%s: default_timeout_ms (%d) is over max_timeout_ms (%d)"
+                          % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms))
+    if cfg.tcp_enabled and cfg.tcp_bind in ("0.0.0.0", "::", "") and not cfg.tcp_allow_any:
+        raise ConfigError("%s: tcp_bind = %s listens on every network; bind the WireGuard or "
+                          "loopback address, or set tcp_allow_any = true" % (cfg.path, cfg.tcp_bind))
+    if cfg.socket_group:
+        try:
+            cfg.socket_gid
+        except KeyError:
+            raise ConfigError("%s: socket_group '%s' does not exist (groupadd %s)"
+                              % (cfg.path, cfg.socket_group, cfg.socket_group)) from None
+
+
+def check_private(path):
+    """Refuse a secret-holding file that group or others may read or write (sshd's StrictModes)."""
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError("%s holds the token but its mode is %04o: group and others must not read "
+                          "it; run: chmod 600 %s" % (path, stat.S_IMODE(st.st_mode), path))
+
+
+def load(path=DEFAULT_PATH):
+    """Read, parse and check a hostlink.conf and the token it names; ConfigError if unusable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (path, exc.strerror)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s is not UTF-8 text" % path) from None
+    cfg = parse(text, path)
+    if cfg.auth_token_file:
+        if cfg.auth_token:
+            raise ConfigError("%s: set auth_token or auth_token_file, not both" % path)
+        try:
+            check_private(cfg.auth_token_file)
+            with open(cfg.auth_token_file, encoding="utf-8") as f:
+                cfg.auth_token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError("cannot read auth_token_file %s: %s"
+                              % (cfg.auth_token_file, exc.strerror)) from None
+    elif cfg.auth_token:
+        check_private(path)
+    if not cfg.auth_token:
+        raise ConfigError("%s: no auth_token set; generate one with: "
+                          "python3 -c 'import secrets; print(secrets.token_hex(32))'" % path)
+    return cfg

@@ -1,0 +1,63 @@
+"""The client's errors: each carries the exit code and the -j status it maps to.
+
+Library code raises these; only the command line (cli.py) prints them and exits.
+"""
+
+
+class HostlinkError(Exception):
+    """Base of every error the client reports; ``exit_code`` is the seed's code for it."""
+
+    exit_code = 7
+    status = "error"
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class RemoteFailed(HostlinkError):
+    """The command could not run on the host (missing program, working directory)."""
+    exit_code, status = 1, "error"
+
+
+class ConnectFailed(HostlinkError):
+    """No connection to the daemon: no socket, refused, unreachable, or it went away."""
+    exit_code, status = 2, "connect_failed"
+
+
+class AuthFailed(HostlinkError):
+    """The daemon refused the token, or no token was given."""
+    exit_code, status = 3, "auth_failed"
+
+
+class Busy(HostlinkError):
+    """The daemon is at max_concurrent or max_connections."""
+    exit_code, status = 4, "busy"
+
+
+class TimedOut(HostlinkError):
+    """The command ran past its timeout and its process group was killed."""
+    exit_code, status = 5, "timeout"
+
+
+class Denied(HostlinkError):
+    """The daemon's policy refused the request."""
+    exit_code, status = 6, "denied"
+
+
+class UsageError(HostlinkError):
+    """Bad arguments, bad -e, missing or invalid targets file, unknown target."""
+    exit_code, status = 7, "client_error"
+
+
+class BadRequest(HostlinkError):
+    """The daemon refused the request as malformed (empty command, over a limit)."""
+    exit_code, status = 7, "bad_request"
+
+
+# The daemon's error codes (protocol.ERROR_CODES) mapped to the client's errors.
+FROM_DAEMON = {
+    "auth_failed": AuthFailed, "auth_timeout": AuthFailed, "busy": Busy,
+    "bad_request": BadRequest, "denied": Denied, "bad_cwd": RemoteFailed,
+    "spawn_failed": RemoteFailed, "shutting_down": ConnectFailed, "internal": ConnectFailed,
+}

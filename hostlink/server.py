@@ -1,0 +1,504 @@
+"""hostlinkd's server: it owns the listening sockets, the connections and the running commands.
+
+One coroutine serves one connection: preface and token under a deadline, then one request
+(ping or exec). Nothing is spawned before the token matched. An exec either runs on the
+descriptors the client passed (fds mode) or on pipes that this module relays as frames.
+"""
+
+import asyncio
+import hmac
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+
+from . import __version__, protocol as p, spawn
+from .audit import AuditLog, peer_container
+from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
+
+log = logging.getLogger("hostlinkd")
+
+RELAY_CHUNK = 1 << 20  # one read from a command's pipe, one data frame (protocol.MAX_FRAME)
+PIPE_SIZE = 1 << 20  # bigger pipes mean fewer wake-ups at GB/s
+_F_SETPIPE_SZ = 1031
+_PEERCRED = struct.Struct("3i")
+
+
+class Peer:
+    """Who is on the other end: SO_PEERCRED for Unix sockets, the address for TCP."""
+
+    __slots__ = ("pid", "uid", "gid", "addr", "container")
+
+    def __init__(self, sock):
+        self.pid = self.uid = self.gid = -1
+        self.addr = ""
+        if sock.family == socket.AF_UNIX:
+            self.pid, self.uid, self.gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        else:
+            self.addr = "%s:%d" % sock.getpeername()[:2]
+        self.container = peer_container(self.pid) if self.pid > 0 else ""
+
+    def fields(self):
+        out = {"peer_pid": self.pid, "peer_uid": self.uid, "peer_gid": self.gid}
+        if self.addr:
+            out["peer_addr"] = self.addr
+        if self.container:
+            out["container"] = self.container
+        return out
+
+
+class Job:
+    """One running command: its process group, timers and how it ended."""
+
+    def __init__(self, server, proc, timeout_ms):
+        self.server = server
+        self.proc = proc
+        self.pgid = proc.pid
+        self.started = time.monotonic()
+        self.exited = server.loop.create_future()
+        self.timed_out = False
+        self.hung_up = False
+        self._timers = []
+        if timeout_ms:
+            self._timers.append(server.loop.call_later(timeout_ms / 1000, self._on_timeout))
+        server.reaper.watch(proc, self._on_exit)
+
+    def _on_timeout(self):
+        self.timed_out = True
+        self.terminate()
+
+    def hang_up(self):
+        """The client went away: its command goes too."""
+        self.hung_up = True
+        self.terminate()
+
+    def terminate(self):
+        """SIGTERM to the whole group now, SIGKILL after the grace period."""
+        spawn.kill_group(self.pgid, 15)
+        grace = self.server.cfg.kill_grace_ms / 1000
+        self._timers.append(self.server.loop.call_later(grace, spawn.kill_group, self.pgid, 9))
+
+    def _on_exit(self, status):
+        for t in self._timers:
+            t.cancel()
+        if self.timed_out or self.hung_up:
+            spawn.kill_group(self.pgid, 9)  # what ignored SIGTERM goes now, not after the grace
+        if not self.exited.done():
+            self.exited.set_result(status)
+
+    @property
+    def duration_ms(self):
+        return int((time.monotonic() - self.started) * 1000)
+
+
+class Server:
+    """Listens, authenticates, runs commands; reload() on SIGHUP, stop() on SIGTERM."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.loop = None
+        self.audit = AuditLog(cfg.audit_log)
+        self.reaper = spawn.Reaper()
+        self.started = time.monotonic()
+        self.connections = 0
+        self.unauthenticated = 0
+        self.jobs = set()
+        self._tasks = set()
+        self._listeners = []
+        self._stopping = None
+        self._failures = {}
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self):
+        """Serve until stop() is called, then shut down within the grace period."""
+        self.loop = asyncio.get_running_loop()
+        self._stopping = self.loop.create_future()
+        try:
+            if self.cfg.unix_enabled:
+                self._listen(bind_unix(self.cfg))
+            log.info("hostlinkd %s serving %s as node %s (max_concurrent %d)", __version__,
+                     self.cfg.socket, self.cfg.node, self.cfg.max_concurrent)
+            await self._stopping
+        finally:
+            await self._shutdown()
+
+    def _listen(self, sock):
+        sock.setblocking(False)
+        self._listeners.append(sock)
+        self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def stop(self):
+        if self._stopping and not self._stopping.done():
+            log.info("stopping: no new connections")
+            self._stopping.set_result(None)
+
+    def reload(self, cfg):
+        """Take a new configuration: tokens, limits and timeouts apply to the next request."""
+        if (cfg.socket, cfg.unix_enabled) != (self.cfg.socket, self.cfg.unix_enabled):
+            log.warning("socket changes need a restart; keeping %s", self.cfg.socket)
+            cfg.socket, cfg.unix_enabled = self.cfg.socket, self.cfg.unix_enabled
+        old_audit = self.cfg.audit_log
+        self.cfg = cfg
+        if cfg.audit_log != old_audit:
+            self.audit.close()
+            self.audit = AuditLog(cfg.audit_log)
+        else:
+            try:
+                self.audit.reopen()
+            except OSError as exc:
+                log.error("cannot reopen audit log %s: %s", cfg.audit_log, exc.strerror)
+        self.audit.write(event="reload", config=cfg.path)
+        log.info("configuration reloaded from %s", cfg.path)
+
+    async def _shutdown(self):
+        for sock in self._listeners:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        if self.cfg.unix_enabled:
+            _unlink_socket(self.cfg.socket)
+        if self.jobs:
+            log.info("waiting up to %d ms for %d running command(s)",
+                     self.cfg.shutdown_grace_ms, len(self.jobs))
+            await asyncio.wait([j.exited for j in self.jobs], timeout=self.cfg.shutdown_grace_ms / 1000)
+        for job in list(self.jobs):
+            job.terminate()
+        if self.jobs:
+            await asyncio.wait([j.exited for j in self.jobs], timeout=self.cfg.kill_grace_ms / 1000 + 1)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        self.audit.close()
+
+    # ---- connections ---------------------------------------------------------------------------
+
+    def _accept(self, listener):
+        for _ in range(64):  # a bounded batch, so one busy listener cannot starve the loop
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc.strerror)
+                return
+            if (self.connections >= self.cfg.max_connections
+                    or self.unauthenticated >= self.cfg.max_unauthenticated):
+                _refuse(sock, "server busy: too many connections")
+                continue
+            self.connections += 1
+            self.unauthenticated += 1
+            task = self.loop.create_task(self._serve(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock):
+        fds = []
+        authed = False
+        chan = conn = peer = None
+        record = {}
+        try:
+            peer = Peer(sock)
+            chan = Channel(sock, can_pass_fds=sock.family == socket.AF_UNIX)
+            conn = p.Connection(p.SERVER)
+            deadline = self.cfg.auth_timeout_ms / 1000
+            try:
+                event = await asyncio.wait_for(_next(chan, conn, fds), deadline)
+            except asyncio.TimeoutError:
+                await _answer(chan, conn, p.Error("auth_timeout", "no token within %d ms"
+                                                  % self.cfg.auth_timeout_ms))
+                record = {"event": "auth", "result": "auth_timeout"}
+                return
+            if event is None:
+                return
+            client = self._client_for(event.token)
+            if client is None:
+                record = {"event": "auth", "result": "auth_failed", "client_info": event.client}
+                await self._penalty(peer)
+                await _answer(chan, conn, p.Error(
+                    "auth_failed", "authentication failed: the token must match auth_token in "
+                                   "hostlink.conf"))
+                return
+            self._failures.pop(_peer_key(peer), None)
+            authed = True
+            self.unauthenticated -= 1
+            record = {"client": client}
+            await chan.send(conn.send(p.Ok(self.cfg.node, p.VERSION)))
+            event = await asyncio.wait_for(_next(chan, conn, fds), deadline)
+            if event is None:
+                return
+            if isinstance(event, p.Ping):
+                record["event"] = "ping"
+                record["result"] = "ok"
+                await chan.send(conn.send(p.Pong(self.cfg.node, int(time.monotonic() - self.started),
+                                                 p.VERSION)))
+                return
+            await self._exec(chan, conn, fds, event, record)
+        except (p.ProtocolError, TooManyFds) as exc:
+            record.setdefault("event", "request")
+            record.update(result="bad_request", error=str(exc))
+            if conn is not None:
+                await _answer(chan, conn, p.Error("bad_request", str(exc)))
+        except asyncio.TimeoutError:
+            record.update(event="request", result="timeout", error="no request after the token")
+        except (ConnectionError, OSError) as exc:
+            record.setdefault("event", "request")
+            record.setdefault("result", "disconnected")
+            log.debug("connection error: %s", exc)
+        finally:
+            close_all(fds)
+            if chan is not None:
+                chan.close()
+            else:
+                sock.close()
+            self.connections -= 1
+            if not authed:
+                self.unauthenticated -= 1
+            if record and peer is not None:
+                self.audit.write(**record, **peer.fields())
+
+    def _client_for(self, token):
+        """The name of the client whose token this is, or None; compares every token in full."""
+        found = None
+        given = token.encode("utf-8", "surrogateescape")
+        for name, expected in (("default", self.cfg.auth_token),):
+            if hmac.compare_digest(given, expected.encode()) and found is None:
+                found = name
+        return found
+
+    async def _penalty(self, peer):
+        """Wait longer after each failed token from the same peer (OpenSSH's PerSourcePenalties)."""
+        key = _peer_key(peer)
+        count, last = self._failures.get(key, (0, 0.0))
+        now = time.monotonic()
+        if now - last > 60:
+            count = 0
+        count += 1
+        self._failures[key] = (count, now)
+        if len(self._failures) > 4096:  # bounded memory under a flood of distinct peers
+            self._failures.clear()
+        if count > 3:
+            await asyncio.sleep(min(0.05 * 2 ** (count - 4), 2.0))
+
+    # ---- exec ----------------------------------------------------------------------------------
+
+    async def _exec(self, chan, conn, fds, req, record):
+        cfg = self.cfg
+        record.update(event="exec", cwd=req.cwd, mode=req.mode)
+        if req.argv is not None:
+            record["argv"] = list(req.argv)
+        else:
+            record["command"] = req.command
+        if len(self.jobs) >= cfg.max_concurrent:
+            record["result"] = "busy"
+            await _answer(chan, conn, p.Error(
+                "busy", "server busy: %d commands running (max_concurrent = %d)"
+                % (len(self.jobs), cfg.max_concurrent)))
+            return
+        timeout = req.timeout_ms or cfg.default_timeout_ms
+        if timeout < 0:
+            raise p.ProtocolError("timeout_ms must not be negative")
+        if cfg.max_timeout_ms and (timeout > cfg.max_timeout_ms or timeout == 0):
+            timeout = cfg.max_timeout_ms
+        if req.mode == "fds":
+            if len(fds) != 3:
+                raise p.ProtocolError("fds mode needs exactly 3 descriptors, got %d" % len(fds))
+            stdio, ours = fds[:], []
+        elif req.mode == "relay":
+            if fds:
+                raise p.ProtocolError("relay mode takes no descriptors")
+            stdio, ours = _relay_pipes()
+        else:
+            raise p.ProtocolError("unknown mode %r" % req.mode)
+        try:
+            proc = spawn.spawn(cfg, req, *stdio)
+        except spawn.SpawnError as exc:
+            close_all(ours)
+            record.update(result=exc.code, error=exc.message)
+            await _answer(chan, conn, p.Error(exc.code, exc.message))
+            return
+        finally:
+            close_all(stdio)  # the child has its copies; ours would hold pipes open
+        job = Job(self, proc, timeout)
+        self.jobs.add(job)
+        record.update(pid=proc.pid, timeout_ms=timeout)
+        try:
+            await self._run(chan, conn, fds, job, ours, timeout)
+        finally:
+            self.jobs.discard(job)
+            close_all(ours)
+            status = job.exited.result() if job.exited.done() else None
+            if status is not None:
+                code, sig = spawn.exit_code(status)
+                record.update(exit_code=code, signal=sig)
+            record.update(result="timeout" if job.timed_out else "hangup" if job.hung_up else
+                          "ok" if status is not None else "disconnected",
+                          timed_out=job.timed_out, duration_ms=job.duration_ms)
+
+    async def _run(self, chan, conn, fds, job, pipes, timeout):
+        await chan.send(conn.send(p.Started(job.proc.pid, timeout)))
+        tasks = [self.loop.create_task(self._client_input(chan, conn, fds, job, pipes))]
+        if pipes:
+            tasks.append(self.loop.create_task(self._pump(chan, conn, pipes[1], p.Stdout, job)))
+            tasks.append(self.loop.create_task(self._pump(chan, conn, pipes[2], p.Stderr, job)))
+        try:
+            status = await job.exited
+            if len(tasks) > 1:
+                await asyncio.gather(*tasks[1:])
+            if job.hung_up:
+                return
+            code, sig = spawn.exit_code(status)
+            await chan.send(conn.send(p.Exit(code, sig, job.timed_out, job.duration_ms)))
+        except (ConnectionError, OSError):
+            job.hang_up()
+            await job.exited
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _client_input(self, chan, conn, fds, job, pipes):
+        """Signals and stdin from the client; its hang-up ends the command."""
+        stdin = pipes[0] if pipes else -1
+        try:
+            while True:
+                event = await _next(chan, conn, fds)
+                if event is None:
+                    break
+                if isinstance(event, p.Signal):
+                    if 1 <= event.signum <= 64:
+                        spawn.kill_group(job.pgid, event.signum)
+                elif isinstance(event, p.Stdin):
+                    if stdin >= 0:
+                        stdin = await _write_all(self.loop, stdin, event.data)
+                elif isinstance(event, p.StdinEof):
+                    if stdin >= 0:
+                        os.close(stdin)
+                        pipes[0] = stdin = -1
+        except (ConnectionError, OSError, p.ProtocolError, TooManyFds) as exc:
+            log.debug("client input ended: %s", exc)
+        if not job.exited.done():
+            job.hang_up()
+
+    async def _pump(self, chan, conn, fd, kind, job):
+        """Relay one output pipe as frames until EOF, or until drained once the command ended."""
+        while True:
+            try:
+                data = os.read(fd, RELAY_CHUNK)
+            except BlockingIOError:
+                if job.exited.done():
+                    return  # what a background child writes later is not waited for
+                readable = self.loop.create_task(wait_readable(self.loop, fd))
+                await asyncio.wait([readable, job.exited], return_when=asyncio.FIRST_COMPLETED)
+                readable.cancel()
+                continue
+            if not data:
+                return
+            if not job.hung_up:
+                await chan.send(conn.send(kind(data)))
+
+
+async def _write_all(loop, fd, data):
+    """Write data to a command's stdin pipe; -1 (closed) once the command stopped reading."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            await wait_writable(loop, fd)
+        except (BrokenPipeError, OSError):
+            os.close(fd)
+            return -1
+    return fd
+
+
+async def _next(chan, conn, fds):
+    """The next event from the peer, reading as needed; None when it closed cleanly."""
+    while True:
+        event = conn.next_event()
+        if event is not p.NEED_DATA:
+            return event
+        if conn.buffered > p.MAX_BUFFER:
+            raise p.ProtocolError("peer sent more than one frame ahead")
+        data, new_fds = await chan.recv()
+        fds.extend(new_fds)
+        if len(fds) > MAX_FDS:
+            raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
+        conn.receive_data(data)
+
+
+async def _answer(chan, conn, event):
+    """Send a final answer if the peer is still there."""
+    try:
+        await chan.send(conn.send(event))
+    except (ConnectionError, OSError, p.ProtocolError):
+        pass
+
+
+def _refuse(sock, message):
+    try:
+        sock.setblocking(False)
+        sock.send(p.encode(p.Error("busy", message)))
+    except OSError:
+        pass
+    sock.close()
+
+
+def _peer_key(peer):
+    return peer.addr.rsplit(":", 1)[0] if peer.addr else "uid:%d" % peer.uid
+
+
+def _relay_pipes():
+    """Pipes for a relayed command: (child's stdin, stdout, stderr), [ours: stdin w, out r, err r]."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    for fd in (in_w, out_r, err_r):
+        os.set_blocking(fd, False)
+    try:
+        import fcntl
+        fcntl.fcntl(out_r, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged daemon: keep the default
+    return [in_r, out_w, err_w], [in_w, out_r, err_r]
+
+
+def bind_unix(cfg):
+    """The listening Unix socket: a stale file replaced, mode and group set before anyone connects."""
+    path = cfg.socket
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if os.path.lexists(path):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError("%s exists and is not a socket; remove it or choose another socket path"
+                          % path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            raise OSError("another hostlinkd is already listening on %s" % path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # stale: left by a daemon that died
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # nobody but us until the mode below is set
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    gid = cfg.socket_gid
+    if gid >= 0:
+        os.chown(path, -1, gid)
+    os.chmod(path, cfg.socket_mode)
+    sock.listen(512)
+    return sock
+
+
+def _unlink_socket(path):
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass

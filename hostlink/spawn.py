@@ -1,0 +1,181 @@
+"""Starting, signalling and reaping commands for hostlinkd.
+
+Every command gets its own session and process group (so one killpg reaches all it started),
+a clean environment built here (never the daemon's own), default signal dispositions and an
+empty signal mask. A shell string is not put in the shell's argv: it travels in an environment
+variable that the shell unsets before running it, so ``pgrep -f`` on the host never matches our
+own shell and the text is not inherited by what the command starts.
+
+The daemon is a child subreaper and reaps every child itself (``Reaper``), so what a command
+orphans is reaped too: no zombies even where PID 1 reaps nothing.
+"""
+
+import ctypes
+import os
+import pwd
+import signal
+import subprocess
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Environment names a client may never set: they change what runs before the command does.
+DENIED_ENV = frozenset((
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_DEBUG_OUTPUT", "LD_PROFILE",
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "HOSTLINK_COMMAND",
+))
+_COMMAND_VAR = "HOSTLINK_COMMAND"
+# Runs the command from the environment: $0 stays the shell, the text never sits in argv.
+_STUB = '__hostlink_cmd=$%s; unset %s; eval "$__hostlink_cmd"' % (_COMMAND_VAR, _COMMAND_VAR)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class SpawnError(Exception):
+    """The command could not be started; code is a protocol error code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def become_subreaper():
+    """Make orphaned descendants our children, so that we reap them (Linux 3.4+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def clean_signal_state(keep=()):
+    """Unblock every signal and set ignored ones back to default, so children start clean."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in signal.valid_signals():
+        if sig in keep or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals the runtime reserves (32, 33 under glibc) cannot be set
+
+
+def user_env(user):
+    """HOME, USER, LOGNAME and SHELL as a login would set them for ``user`` (a pwd entry)."""
+    return {"HOME": user.pw_dir, "USER": user.pw_name, "LOGNAME": user.pw_name}
+
+
+def build_env(cfg, user, client_env, tty_term=""):
+    """The command's environment: a clean base, then what the client asked for."""
+    env = {"PATH": DEFAULT_PATH, "SHELL": cfg.shell, "LANG": os.environ.get("LANG", "C.UTF-8")}
+    env.update(user_env(user))
+    for name, value in client_env:
+        if name in DENIED_ENV or name.startswith("BASH_FUNC_"):
+            raise SpawnError("denied", "setting %s is not allowed (it changes what runs before "
+                                       "the command)" % name)
+        env[name] = value
+    return env
+
+
+def build_argv(cfg, request, env):
+    """The argv to execute for ``request`` (shell string or exact argv)."""
+    if request.argv is not None:
+        if not request.argv:
+            raise SpawnError("bad_request", "empty argv: nothing to run")
+        argv = list(request.argv)
+    else:
+        if not request.command.strip():
+            raise SpawnError("bad_request", "empty command: nothing to run")
+        env[_COMMAND_VAR] = request.command
+        argv = [cfg.shell, "-c", _STUB]
+    if cfg.namespace_pid:
+        # Sidecar: enter the host's namespaces; setns(mnt) resets the cwd, so nsenter sets it.
+        prefix = ["nsenter", "-t", str(cfg.namespace_pid), "-m", "-u", "-n", "-i"]
+        if request.cwd:
+            prefix.append("--wd=" + request.cwd)
+        argv = prefix + ["--"] + argv
+    return argv
+
+
+def resolve_user(cfg):
+    """The pwd entry commands run as: run_as_user, else the daemon's own user."""
+    if cfg.run_as_user:
+        try:
+            return pwd.getpwnam(cfg.run_as_user)
+        except KeyError:
+            raise SpawnError("internal", "run_as_user %r does not exist" % cfg.run_as_user) from None
+    return pwd.getpwuid(os.getuid())
+
+
+def spawn(cfg, request, stdin, stdout, stderr):
+    """Start ``request`` on the given descriptors; returns the Popen. Raises SpawnError."""
+    user = resolve_user(cfg)
+    env = build_env(cfg, user, request.env, )
+    argv = build_argv(cfg, request, env)
+    cwd = None
+    if request.cwd and not cfg.namespace_pid:
+        if not os.path.isdir(request.cwd):
+            raise SpawnError("bad_cwd", "working directory %s does not exist on the host"
+                             % request.cwd)
+        cwd = request.cwd
+    elif not cfg.namespace_pid:
+        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
+    kw = {}
+    if user.pw_uid != os.getuid():
+        kw = {"user": user.pw_uid, "group": user.pw_gid,
+              "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    try:
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, close_fds=True,
+            start_new_session=True, restore_signals=True, **kw)
+    except FileNotFoundError:
+        raise SpawnError("spawn_failed", "%s: command not found on the host" % argv[0]) from None
+    except PermissionError as exc:
+        raise SpawnError("spawn_failed", "%s: %s" % (argv[0], exc.strerror)) from None
+    except OSError as exc:
+        raise SpawnError("spawn_failed", "cannot start %s: %s" % (argv[0], exc.strerror)) from None
+
+
+def kill_group(pgid, sig):
+    """Send ``sig`` to a whole process group; False if no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def exit_code(status):
+    """(exit_code, signal) from a wait status, the shell's way: a signal N gives 128+N."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    return os.WEXITSTATUS(status), 0
+
+
+class Reaper:
+    """Reaps every child on SIGCHLD and hands the status of the ones we wait for to callbacks."""
+
+    def __init__(self):
+        self._waiting = {}
+        self.orphans_reaped = 0
+
+    def watch(self, proc, callback):
+        """Call ``callback(status)`` once ``proc`` (a Popen) has exited."""
+        self._waiting[proc.pid] = (proc, callback)
+        self.reap()  # it may have exited before we watched it
+
+    def reap(self):
+        """Collect every exited child; called from the SIGCHLD handler."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            entry = self._waiting.pop(pid, None)
+            if entry is None:
+                self.orphans_reaped += 1
+                continue
+            proc, callback = entry
+            proc.returncode = status  # tells Popen it is gone; it never waits on it itself
+            callback(status)

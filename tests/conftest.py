@@ -1,0 +1,141 @@
+"""Shared fixtures: the real client zipapp, and real hostlinkd processes on temporary sockets."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hostlink import zipapp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def client_app(tmp_path_factory):
+    """Path of the client zipapp, built from this checkout's modules."""
+    return zipapp.build(str(tmp_path_factory.mktemp("client") / "hostlink"))
+
+
+class Daemon:
+    """A hostlinkd process on a temporary socket, and the client pointed at it."""
+
+    def __init__(self, base, client_app, conf_extra=""):
+        self.base = base
+        self.client_app = client_app
+        self.socket = str(base / "run" / "hostlink.sock")
+        self.token = "tok-" + os.urandom(8).hex()
+        self.conf = base / "hostlink.conf"
+        self.audit = base / "audit.log"
+        self.log = base / "daemon.log"
+        self.write_conf(conf_extra)
+        self.proc = None
+
+    def write_conf(self, extra="", token=None):
+        self.token = token or self.token
+        self.conf.write_text(
+            "# written by the test suite\n"
+            "auth_token = %s\nshell = /bin/bash\nsocket = %s\naudit_log = %s\n%s\n"
+            % (self.token, self.socket, self.audit, extra))
+        os.chmod(self.conf, 0o600)
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hostlink.daemon", "-c", str(self.conf)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("hostlinkd exited %s: %s" % (self.proc.returncode, self.log.read_text()))
+            if os.path.exists(self.socket) and self.run("ping").returncode == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError("hostlinkd did not answer within %ss: %s" % (timeout, self.log.read_text()))
+
+    def env(self, **extra):
+        env = {"PATH": os.environ["PATH"], "HOSTLINK_SOCKET": self.socket,
+               "HOSTLINK_TOKEN": self.token, "HOME": str(self.base)}
+        env.update(extra)
+        return {k: v for k, v in env.items() if v is not None}
+
+    def cmd(self, *args):
+        return [self.client_app, *args]
+
+    def run(self, *args, input=None, env=None, timeout=30, **kw):
+        """Run the client zipapp as its own process; a CompletedProcess with bytes."""
+        return subprocess.run(self.cmd(*args), input=input, env=env or self.env(),
+                              capture_output=True, timeout=timeout, **kw)
+
+    def popen(self, *args, env=None, **kw):
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(self.cmd(*args), env=env or self.env(), **kw)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def audit_lines(self):
+        import json
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def make_daemon(tmp_path, client_app):
+    """Factory: make_daemon(conf_extra) -> a started Daemon; all are stopped afterwards."""
+    made = []
+
+    def make(conf_extra="", start=True, name="d"):
+        base = tmp_path / ("%s%d" % (name, len(made)))
+        base.mkdir()
+        d = Daemon(base, client_app, conf_extra)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    """One running hostlinkd with default settings."""
+    return make_daemon()
+
+
+def wait_for(predicate, timeout=10, what="condition"):
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
