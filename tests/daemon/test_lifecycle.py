@@ -1,0 +1,183 @@
+"""Daemon life: signals, reload, shutdown, limits, timeouts and hang-ups, against a real hostlinkd."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, pid_alive, wait_for
+
+
+def _hostlinkd(*args):
+    return subprocess.run([sys.executable, "-m", "hostlink.daemon", *args], cwd=ROOT,
+                          capture_output=True, timeout=30)
+
+
+def test_timeout_kills_grandchildren(daemon, tmp_path):
+    pids = tmp_path / "pids"
+    start = time.monotonic()
+    r = daemon.run("-T", "700", "exec",
+                   "(trap '' TERM; sleep 60) & echo $! > %s; sleep 60 & echo $! >> %s; wait" % (pids, pids))
+    assert r.returncode == 5, r.stderr
+    assert b"timed out" in r.stderr
+    assert time.monotonic() - start < 10
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda: not pid_alive(pid), 10, "grandchild %d to die" % pid)
+
+
+def test_timeout_on_term_is_not_held_for_grace(make_daemon):
+    d = make_daemon("kill_grace_ms = 8000")
+    start = time.monotonic()
+    r = d.run("-T", "500", "exec", "echo before; sleep 30")
+    assert r.returncode == 5 and r.stdout == b"before\n"
+    assert time.monotonic() - start < 5
+
+
+def test_client_sigkill_kills_remote_command(daemon, tmp_path):
+    pidfile = tmp_path / "pid"
+    proc = daemon.popen("exec", "echo $$ > %s; sleep 60" % pidfile)
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid file"))
+    assert pid_alive(pid)
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not pid_alive(pid), 10, "remote command to die after client SIGKILL")
+
+
+@pytest.mark.parametrize("flags", [(), ("--relay",)])
+def test_sigint_is_forwarded(daemon, tmp_path, flags):
+    ready = tmp_path / "ready"
+    proc = daemon.popen("-x", "exec", *flags,
+                        "trap 'echo got-int; exit 7' INT; touch %s; sleep 30" % ready)
+    wait_for(ready.exists, 10, "command to start")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 7 and b"got-int" in out
+
+
+def test_server_busy_at_max_concurrent(make_daemon, tmp_path):
+    d = make_daemon("max_concurrent = 2")
+    running = [d.popen("exec", "sleep 30") for _ in range(2)]
+    wait_for(lambda: _running() == 2, 10, "two commands running")
+    r = d.run("exec", "true")
+    assert r.returncode == 4 and b"server busy" in r.stderr
+    for p in running:
+        p.kill()
+        p.wait()
+    wait_for(lambda: d.run("exec", "true").returncode == 0, 10, "a free slot")
+
+
+def _running():
+    out = subprocess.run(["pgrep", "-f", "-c", "^sleep 30$"], capture_output=True).stdout
+    return int(out or 0)
+
+
+def test_sighup_rotates_token_without_dropping_commands(daemon):
+    old = daemon.token
+    long = daemon.popen("exec", "sleep 1; echo survived")
+    time.sleep(0.3)
+    daemon.write_conf(token="new-token-after-rotation")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.run("exec", "true").returncode == 0, 10, "new token to work")
+    assert daemon.run("-k", old, "exec", "true").returncode == 3
+    out, _ = long.communicate(timeout=20)
+    assert long.returncode == 0 and out == b"survived\n"
+
+
+def test_sighup_with_broken_config_keeps_running(daemon):
+    daemon.conf.write_text(daemon.conf.read_text() + "bogus_key = 1\n")
+    daemon.signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert daemon.run("exec", "true").returncode == 0
+    assert "reload refused" in daemon.log.read_text()
+
+
+def test_sigterm_lets_running_command_finish(make_daemon):
+    d = make_daemon("shutdown_grace_ms = 5000")
+    proc = d.popen("exec", "sleep 1; echo finished")
+    time.sleep(0.3)
+    d.signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert out == b"finished\n" and proc.returncode == 0
+    assert d.proc.wait(20) == 0
+    assert not os.path.exists(d.socket)
+
+
+def test_sigterm_kills_commands_past_grace(make_daemon, tmp_path):
+    d = make_daemon("shutdown_grace_ms = 300\nkill_grace_ms = 300")
+    pidfile = tmp_path / "pid"
+    d.popen("exec", "echo $$ > %s; exec sleep 60" % pidfile)
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid"))
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0
+    wait_for(lambda: not pid_alive(pid), 10, "command killed at shutdown")
+
+
+def test_stale_socket_replaced_at_start(make_daemon):
+    d = make_daemon(start=False)
+    os.makedirs(os.path.dirname(d.socket))
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(d.socket)
+    s.close()
+    d.start()
+    assert d.run("exec", "true").returncode == 0
+
+
+def test_second_daemon_on_same_socket_refused(daemon, tmp_path):
+    r = _hostlinkd("-c", str(daemon.conf))
+    assert r.returncode == 2 and b"already listening" in r.stderr
+
+
+def test_world_readable_config_refused(make_daemon):
+    d = make_daemon(start=False)
+    os.chmod(d.conf, 0o644)
+    r = _hostlinkd("-c", str(d.conf))
+    assert r.returncode == 2
+    assert b"chmod 600" in r.stderr and str(d.conf).encode() in r.stderr
+
+
+def test_world_readable_token_file_refused(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("abc\n")
+    os.chmod(token, 0o640)
+    conf = tmp_path / "h.conf"
+    conf.write_text("auth_token_file = %s\nsocket = %s/s.sock\n" % (token, tmp_path))
+    r = _hostlinkd("-c", str(conf), "--check-config")
+    assert r.returncode == 2 and b"chmod 600 " + str(token).encode() in r.stderr
+    os.chmod(token, 0o600)
+    assert _hostlinkd("-c", str(conf), "--check-config").returncode == 0
+
+
+def test_check_config_names_line(tmp_path):
+    conf = tmp_path / "h.conf"
+    conf.write_text("auth_token = x\nshell = /bin/bash\nmax_concurrent = lots\n")
+    os.chmod(conf, 0o600)
+    r = _hostlinkd("-c", str(conf), "--check-config")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == (
+        "hostlinkd: %s:3: bad value for 'max_concurrent': expected a whole number" % conf)
+    conf.write_text("auth_token = x\nfrobnicate = 1\n")
+    r = _hostlinkd("-c", str(conf), "--check-config")
+    assert b":2: unknown key 'frobnicate'" in r.stderr
+
+
+def test_socket_mode(daemon):
+    assert os.stat(daemon.socket).st_mode & 0o777 == 0o660
+
+
+def test_no_zombies_from_orphans(daemon):
+    # The command's child outlives it; the daemon (a subreaper) must reap it when it exits.
+    r = daemon.run("exec", "sleep 0.3 & disown; echo $!")
+    orphan = int(r.stdout)
+    # Gone entirely: a zombie would keep its /proc entry (this machine's PID 1 reaps nothing).
+    wait_for(lambda: not os.path.exists("/proc/%d" % orphan), 10, "orphan %d reaped" % orphan)
+
+
+def test_daemon_version_and_compat_flags(daemon):
+    r = _hostlinkd("-V")
+    assert r.returncode == 0 and r.stdout.startswith(b"hostlinkd ")
+    r = _hostlinkd("-f", "-c", str(daemon.conf), "--check-config")
+    assert r.returncode == 0

@@ -1,0 +1,55 @@
+"""The client's hand-written option parser and its Python 3.8 compatibility."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hostlink import cli, zipapp
+from hostlink.errors import UsageError
+
+
+def parse(*args):
+    opts = cli.Options()
+    rest = cli.parse(list(args), opts)
+    return opts, rest
+
+
+def test_options_before_command():
+    opts, rest = parse("-s", "/x.sock", "-k", "t", "-T60000", "-e", "A=1", "--env=B=2", "-jx", "exec", "ls")
+    assert (opts.socket, opts.token, opts.timeout, opts.env) == ("/x.sock", "t", "60000", ["A=1", "B=2"])
+    assert opts.json and opts.exit_status and rest == ["exec", "ls"]
+
+
+def test_exec_options_then_command_words():
+    opts = cli.Options()
+    words = cli.parse(["-w", "/tmp", "ls", "-la"], opts, cli._EXEC_OPTIONS)
+    assert opts.workdir == "/tmp" and words == ["ls", "-la"]
+    words = cli.parse(["-la"], cli.Options(), cli._EXEC_OPTIONS)
+    assert words == ["-la"]
+
+
+@pytest.mark.parametrize("args", [["--nope"], ["-k"], ["--json=1"]])
+def test_bad_options(args):
+    with pytest.raises(UsageError):
+        parse(*args)
+
+
+def test_client_modules_run_on_python_38():
+    paths = [os.path.join(os.path.dirname(cli.__file__), m + ".py") for m in zipapp.CLIENT_MODULES]
+    r = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips", "--violations", "-t=3.8-",
+                        *paths], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["--version"], ["exec", "true"]])
+def test_client_imports_stay_light(client_app, args):
+    # The hot path must not pull in modules that cost milliseconds at start (bench/ has figures).
+    env = {"PATH": os.environ["PATH"], "HOSTLINK_SOCKET": "/nonexistent.sock", "HOSTLINK_TOKEN": "x"}
+    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", client_app, *args],
+                       capture_output=True, text=True, env=env)
+    loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert "hostlink.cli" in loaded
+    heavy = {"re", "json", "socket", "enum", "argparse", "getopt", "gettext", "selectors"}
+    assert not heavy & loaded, sorted(heavy & loaded)

@@ -1,0 +1,83 @@
+"""hostlink.conf parsing: the seed's lines, the first hostlink's file, and clear errors."""
+
+import pytest
+
+from hostlink import config
+
+FIRST_HOSTLINK_CONF = """\
+# /etc/hostlink/hostlink.conf, written from the first hostlink's documented format
+node_name = desktop
+auth_token = a3f8000000000000000000000000000000000000000000000000000000009c12
+
+# --- Unix socket transport ---
+unix_enabled = true
+unix_path = /run/hostlink/hostlink.sock
+unix_mode = 0660
+unix_group = root
+
+# --- TCP transport ---
+tcp_enabled = true
+tcp_bind = 10.0.0.1
+tcp_port = 9876
+
+max_concurrent = 8
+default_timeout_ms = 30000
+max_timeout_ms = 300000
+shell = /bin/sh
+
+default_max_output_bytes = 4194304
+max_output_bytes = 67108864
+output_tmpdir = /run/hostlink/output
+
+log_target = syslog
+log_level = info
+run_as_user = root
+"""
+
+
+def test_seed_lines_parse():
+    cfg = config.parse("auth_token = s3cret\nshell = /bin/bash\n")
+    assert cfg.auth_token == "s3cret" and cfg.shell == "/bin/bash"
+    assert cfg.socket == "/run/hostlink/hostlink.sock"
+
+
+def test_first_hostlink_conf_reads_unchanged():
+    cfg = config.parse(FIRST_HOSTLINK_CONF, "old.conf")
+    assert cfg.node == "desktop" and cfg.socket == "/run/hostlink/hostlink.sock"
+    assert cfg.socket_mode == 0o660 and cfg.max_concurrent == 8 and cfg.tcp_port == 9876
+    assert cfg.max_timeout_ms == 300000 and cfg.tcp_enabled
+    assert len(cfg.notices) == 3 and all("ignored" in n for n in cfg.notices)
+    assert "old.conf:21" in cfg.notices[0]
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("On", True),
+                                             ("false", False), ("0", False), ("off", False)])
+def test_booleans(value, expected):
+    assert config.parse("unix_enabled = %s" % value).unix_enabled is expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("frob = 1", "x.conf:1: unknown key 'frob'"),
+    ("\n\nmax_concurrent = -1", "x.conf:3: bad value for 'max_concurrent': must be between"),
+    ("shell = bash", "must be an absolute path"),
+    ("unix_mode = rw", "octal"),
+    ("just words", "expected 'key = value'"),
+    ("shell = /bin/sh\nshell = /bin/bash", "x.conf:2: 'shell' is set again (first at line 1)"),
+    ("tcp_enabled = 1\ntcp_bind = 0.0.0.0", "tcp_allow_any"),
+    ("default_timeout_ms = 10\nmax_timeout_ms = 5", "over max_timeout_ms"),
+    ("socket_group = no-such-group-xyz", "does not exist"),
+])
+def test_errors_name_file_line_reason(text, message):
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config.parse(text, "x.conf")
+
+
+def test_wildcard_bind_allowed_explicitly():
+    assert config.parse("tcp_enabled = yes\ntcp_bind = ::\ntcp_allow_any = true").tcp_allow_any
+
+
+def test_load_requires_token(tmp_path):
+    conf = tmp_path / "c"
+    conf.write_text("shell = /bin/sh\n")
+    with pytest.raises(config.ConfigError, match="no auth_token"):
+        config.load(str(conf))
