@@ -47,6 +47,7 @@ commands:
                      run PROG with exactly these arguments, no shell
   ping               check the daemon: prints [node] pong - uptime Xs
   targets            list the targets of targets.conf (-j for JSON)
+  doctor             check the socket, its permissions, the daemon and the token, with fixes
 
 options:
   -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
@@ -299,7 +300,18 @@ def _say(message):
     sys.stderr.flush()
 
 
-COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets}
+def cmd_doctor(opts, words, environ):
+    from .doctor import check
+    ep = endpoint(opts, environ)
+    if not ep.socket:
+        raise UsageError("doctor checks a Unix socket target; %s is TCP" % ep.where)
+    findings = check(ep)
+    for f in findings:
+        sys.stdout.write(f.line() + "\n")
+    return 0 if all(f.ok for f in findings) else 2
+
+
+COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor}
 
 
 def run(argv, environ, compat=False):
@@ -318,7 +330,7 @@ def run(argv, environ, compat=False):
             words = parse(words, opts, _EXEC_OPTIONS)
         handler = COMMANDS.get(name)
         if handler is None:
-            raise UsageError("unknown command %r (try exec, ping or targets)" % name)
+            raise UsageError("unknown command %r (try exec, ping, targets or doctor)" % name)
         code = handler(opts, words, environ)
         _warnings()
         if compat or opts.exit_status:

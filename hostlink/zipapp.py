@@ -14,7 +14,7 @@ import sys
 import tempfile
 import zipfile
 
-CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets")
+CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", "doctor")
 HEADER = b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S "$0" "$@"\n'
 MAIN = b"import sys\nfrom hostlink.cli import main\nsys.exit(main())\n"
 

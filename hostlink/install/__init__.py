@@ -1,0 +1,1 @@
+"""hostlink-install: sets up hostlinkd on a host and hostlink in containers."""

@@ -1,0 +1,122 @@
+"""The ``hostlink-install`` command line (typer): parse, call host/containers, render the report."""
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import host
+
+app = typer.Typer(help="Set up hostlinkd on this host and hostlink in containers.",
+                  no_args_is_help=True, add_completion=True)
+
+
+def _fail(message, code=1):
+    typer.secho("hostlink-install: %s" % message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command("host")
+def host_cmd(
+    workspace: Optional[str] = typer.Option(None, help="agent workspace: gets bin/hostlink and .env"),
+    service: str = typer.Option("openclaw", help="compose service the override is for"),
+    root: str = typer.Option("/", help="put every path under this directory (as DESTDIR does)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show each file as a diff; change nothing"),
+    no_start: bool = typer.Option(False, "--no-start", help="write files but do not start hostlinkd"),
+    rotate_token: bool = typer.Option(False, "--rotate-token", help="make a new token and reload"),
+    openclaw_config: Optional[str] = typer.Option(None, help="set the env in this openclaw.json's env.vars instead of .env"),
+    group: str = typer.Option("hostlink", help="group whose members may use the socket"),
+    socket_dir: Optional[str] = typer.Option(None, help="socket directory on the host (default ROOT/run/hostlink)"),
+    compose_file: Optional[str] = typer.Option(None, help="your compose file: its version and the service's group_add are carried over"),
+    shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
+):
+    """Install hostlinkd on this host, start it, and set up the workspace for an agent."""
+    opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
+                        no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
+                        group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell)
+    try:
+        report, changes = host.install(opts)
+    except (host.InstallError, OSError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        for ch in changes:
+            text = ch.diff() if ch.changed else ""
+            typer.echo(text if text else "unchanged %s" % ch.path)
+    for line in report:
+        typer.echo(line)
+    if not dry_run:
+        layout = host.Layout(opts)
+        typer.secho("\nhostlink is set up. Next:", bold=True)
+        typer.echo("  docker-compose -f docker-compose.yml -f %s up -d" % layout.override)
+        typer.echo("  then inside the container: hostlink ping")
+
+
+@app.command()
+def uninstall(
+    root: str = typer.Option("/", help="the --root of the install"),
+    socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
+):
+    """Stop hostlinkd and remove what 'host' installed (the audit log is kept)."""
+    try:
+        for line in host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
+            typer.echo(line)
+    except OSError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def container(
+    name: str = typer.Argument(..., help="name or id of a running container"),
+    dest: str = typer.Option("/usr/local/bin", help="directory for the client inside the container"),
+    root: str = typer.Option("/", help="the --root of the host install"),
+    socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the host install"),
+    group: str = typer.Option("hostlink", help="the socket group"),
+):
+    """Copy the client into a running container and check that the socket directory is mounted."""
+    import docker
+    from . import containers
+    layout = host.Layout(host.Options(root=root, socket_dir=socket_dir))
+    try:
+        c = docker.from_env().containers.get(name)
+        path = containers.install_client(c, dest)
+    except docker.errors.NotFound:
+        _fail("no container named %s (docker ps lists the running ones)" % name)
+    except docker.errors.DockerException as exc:
+        _fail("docker: %s" % exc)
+    typer.echo("copied the client to %s:%s (and hostlink-cli beside it)" % (c.name, path))
+    mount = containers.socket_mount(c, layout.socket_dir)
+    if mount:
+        typer.echo("ok: %s is mounted at %s" % (mount.get("Source"), mount.get("Destination")))
+        return
+    gid = host.group_gid(group, create=False)
+    typer.secho("the socket directory is not mounted in %s; recreate it with:" % c.name,
+                fg=typer.colors.YELLOW)
+    typer.echo(containers.mount_advice(layout.socket_dir, max(gid, 0)))
+    raise typer.Exit(2)
+
+
+@app.command()
+def doctor(
+    root: str = typer.Option("/", help="the --root of the install"),
+    socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
+):
+    """Check the configuration, the socket and the daemon on this host, each with its fix."""
+    from .. import config, doctor as doc
+    from ..client import Endpoint
+    layout = host.Layout(host.Options(root=root, socket_dir=socket_dir))
+    ok = True
+    try:
+        cfg = config.load(layout.conf)
+        typer.echo("ok   configuration: %s" % layout.conf)
+    except config.ConfigError as exc:
+        typer.echo("FAIL configuration: %s" % exc)
+        raise typer.Exit(1)
+    for f in doc.check(Endpoint(socket=cfg.socket, token=cfg.auth_token)):
+        typer.echo(f.line())
+        ok = ok and f.ok
+    raise typer.Exit(0 if ok else 1)
+
+
+def main():
+    app(prog_name="hostlink-install")
