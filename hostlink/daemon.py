@@ -106,6 +106,7 @@ def _reload(server, path):
     except config.ConfigError as exc:
         log.error("reload refused, keeping the running configuration: %s", exc)
         return
+    cfg.pid_file = server.cfg.pid_file  # set at start (perhaps by -p); a reload cannot move it
     server.reload(cfg)
 
 

@@ -321,6 +321,8 @@ def install(opts):
     if opts.dry_run:
         return ["dry run: nothing was changed"], changes
     report = []
+    created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
+                                                         layout.state, layout.socket])
     for ch in changes:
         if ch.changed:
             write(ch)
@@ -334,7 +336,7 @@ def install(opts):
             report.append("linked %s -> hostlink" % link)
     _make_socket_dir(layout, gid)
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
-    _record(layout, opts, changes)
+    _record(layout, opts, changes, created)
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))
     return report, changes
@@ -347,12 +349,28 @@ def _make_socket_dir(layout, gid):
         os.chown(layout.socket_dir, 0, gid)
 
 
-def _record(layout, opts, changes):
+def _missing_dirs(paths):
+    """Directories above ``paths`` that do not exist yet (so uninstall can remove just those)."""
+    out = set()
+    for path in paths:
+        d = os.path.dirname(path)
+        while d and d != "/" and not os.path.exists(d):
+            out.add(d)
+            d = os.path.dirname(d)
+    return out
+
+
+def _record(layout, opts, changes, created):
     shared = (os.path.join(opts.workspace or "", ".env"), opts.openclaw_config)
     paths = [c.path for c in changes if c.path not in shared] + [layout.daemon_log]
     if opts.workspace:
         paths.append(os.path.join(opts.workspace, "bin", "hostlink-cli"))
-    state = {"files": sorted(set(paths)), "workspace": opts.workspace,
+    try:
+        with open(layout.state, encoding="utf-8") as f:
+            created = created | set(json.load(f).get("dirs", []))
+    except (OSError, ValueError):
+        pass
+    state = {"files": sorted(set(paths)), "dirs": sorted(created), "workspace": opts.workspace,
              "openclaw_config": opts.openclaw_config, "socket_dir": layout.socket_dir}
     write(Change(layout.state, json.dumps(state, indent=2) + "\n", 0o600))
 
@@ -379,11 +397,10 @@ def uninstall(opts):
     if state.get("openclaw_config") and os.path.exists(state["openclaw_config"]):
         _strip_openclaw(state["openclaw_config"])
         report.append("removed HOSTLINK_* from %s" % state["openclaw_config"])
-    for d in (layout.compose_dir, state.get("socket_dir"), os.path.dirname(layout.pid_file),
-              os.path.dirname(layout.state), layout.etc):
-        if d and os.path.isdir(d) and not os.listdir(d):
-            os.rmdir(d)
     os.unlink(layout.state)
+    for d in sorted(state.get("dirs", []), key=len, reverse=True):  # deepest first
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
     report.append("kept the audit log %s" % layout.audit_log)
     return report
 
