@@ -73,8 +73,8 @@ def build_env(cfg, user, client_env, tty_term=""):
     return env
 
 
-def build_argv(cfg, request, env):
-    """The argv to execute for ``request`` (shell string or exact argv)."""
+def build_argv(cfg, request, env, cwd):
+    """The argv to execute for ``request`` (shell string or exact argv) in directory ``cwd``."""
     if request.argv is not None:
         if not request.argv:
             raise SpawnError("bad_request", "empty argv: nothing to run")
@@ -85,12 +85,16 @@ def build_argv(cfg, request, env):
         env[_COMMAND_VAR] = request.command
         argv = [cfg.shell, "-c", _STUB]
     if cfg.namespace_pid:
-        # Sidecar: enter the host's namespaces; setns(mnt) resets the cwd, so nsenter sets it.
-        prefix = ["nsenter", "-t", str(cfg.namespace_pid), "-m", "-u", "-n", "-i"]
-        if request.cwd:
-            prefix.append("--wd=" + request.cwd)
-        argv = prefix + ["--"] + argv
+        # Sidecar: enter the host's namespaces. nsenter opens --wd before it enters them, so the
+        # directory is named through the target's root, which /proc shows us (pid=host).
+        argv = ["nsenter", "-t", str(cfg.namespace_pid), "-m", "-u", "-n", "-i",
+                "--wd=" + host_path(cfg, cwd), "--"] + argv
     return argv
+
+
+def host_path(cfg, path):
+    """``path`` as the daemon sees it: through /proc/PID/root when commands enter a host pid."""
+    return "/proc/%d/root%s" % (cfg.namespace_pid, path) if cfg.namespace_pid else path
 
 
 def resolve_user(cfg):
@@ -106,24 +110,22 @@ def resolve_user(cfg):
 def spawn(cfg, request, stdin, stdout, stderr):
     """Start ``request`` on the given descriptors; returns the Popen. Raises SpawnError."""
     user = resolve_user(cfg)
-    env = build_env(cfg, user, request.env, )
-    argv = build_argv(cfg, request, env)
-    cwd = None
-    if request.cwd and not cfg.namespace_pid:
-        if not os.path.isdir(request.cwd):
-            raise SpawnError("bad_cwd", "working directory %s does not exist on the host"
-                             % request.cwd)
-        cwd = request.cwd
-    elif not cfg.namespace_pid:
-        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
+    env = build_env(cfg, user, request.env)
+    cwd = request.cwd
+    if cwd:
+        if not os.path.isdir(host_path(cfg, cwd)):
+            raise SpawnError("bad_cwd", "working directory %s does not exist on the host" % cwd)
+    else:
+        cwd = user.pw_dir if os.path.isdir(host_path(cfg, user.pw_dir)) else "/"
+    argv = build_argv(cfg, request, env, cwd)
     kw = {}
     if user.pw_uid != os.getuid():
         kw = {"user": user.pw_uid, "group": user.pw_gid,
               "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
     try:
         return subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, close_fds=True,
-            start_new_session=True, restore_signals=True, **kw)
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=None if cfg.namespace_pid else cwd,
+            env=env, close_fds=True, start_new_session=True, restore_signals=True, **kw)
     except FileNotFoundError:
         raise SpawnError("spawn_failed", "%s: command not found on the host" % argv[0]) from None
     except PermissionError as exc:

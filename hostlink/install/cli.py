@@ -97,6 +97,37 @@ def container(
 
 
 @app.command()
+def sidecar(
+    out: str = typer.Option(..., help="directory for docker-compose.yml and hostlink.conf"),
+    namespace_pid: int = typer.Option(1, help="host process whose namespaces commands enter"),
+    project: str = typer.Option("hostlink", help="compose project name"),
+    agent_image: Optional[str] = typer.Option(None, help="image of the agent service"),
+    daemon_image: Optional[str] = typer.Option(None, help="image of hostlinkd"),
+    client_init_image: Optional[str] = typer.Option(None, help="image that copies the client"),
+    label: List[str] = typer.Option([], help="KEY=VALUE label on everything the bundle creates"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the files as diffs; write nothing"),
+):
+    """Render the sidecar bundle: hostlinkd in a container that enters the host's namespaces."""
+    from . import sidecar as sc
+    labels = dict(item.split("=", 1) for item in label if "=" in item) or None
+    gid = host.group_gid("hostlink", create=False)
+    changes = sc.plan(out, namespace_pid=namespace_pid, project=project, labels=labels,
+                      group_gid=gid if gid >= 0 else sc.DEFAULT_GID,
+                      agent_image=agent_image, daemon_image=daemon_image,
+                      client_init_image=client_init_image)
+    for ch in changes:
+        if dry_run:
+            typer.echo(ch.diff() or "unchanged %s" % ch.path)
+        elif ch.changed:
+            host.write(ch)
+            typer.echo("wrote %s" % ch.path)
+        else:
+            typer.echo("unchanged %s" % ch.path)
+    if not dry_run:
+        typer.echo("next: docker-compose -f %s -p %s up -d" % (changes[1].path, project))
+
+
+@app.command()
 def doctor(
     root: str = typer.Option("/", help="the --root of the install"),
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),

@@ -99,11 +99,11 @@ class Change:
         return text
 
 
-def existing_token(layout):
-    """The auth_token of an earlier install, or ""."""
+def existing_token_in(conf_path):
+    """The auth_token of the hostlink.conf an earlier run wrote, or ""."""
     try:
-        with open(layout.conf, encoding="utf-8") as f:
-            return hl_config.parse(f.read(), layout.conf).auth_token
+        with open(conf_path, encoding="utf-8") as f:
+            return hl_config.parse(f.read(), conf_path).auth_token
     except (OSError, hl_config.ConfigError):
         return ""
 
@@ -314,7 +314,7 @@ def _zombie(pid):
 def install(opts):
     """Run ``hostlink-install host``; returns (report lines, changes)."""
     layout = Layout(opts)
-    token = "" if opts.rotate_token else existing_token(layout)
+    token = "" if opts.rotate_token else existing_token_in(layout.conf)
     token = token or secrets.token_hex(32)
     gid = group_gid(opts.group, create=not opts.dry_run)
     changes = plan(opts, layout, token, gid)
