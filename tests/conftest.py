@@ -10,6 +10,11 @@ import pytest
 
 from hostlink import zipapp
 
+# No registry here: Ryuk (testcontainers' reaper image) cannot be pulled; the e2e suite removes
+# what it made by label instead. The legacy builder is what this engine has.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("DOCKER_BUILDKIT", "0")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

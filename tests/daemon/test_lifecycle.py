@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, pid_alive, wait_for
+from tests.conftest import ROOT, pid_alive, wait_for
 
 
 def _hostlinkd(*args):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 INSTALL = [sys.executable, "-c", "from hostlink.install.cli import main; main()"]
 
