@@ -81,3 +81,10 @@ def test_load_requires_token(tmp_path):
     conf.write_text("shell = /bin/sh\n")
     with pytest.raises(config.ConfigError, match="no auth_token"):
         config.load(str(conf))
+
+
+def test_setup_guide_documents_every_key():
+    import os
+    guide = open(os.path.join(os.path.dirname(__file__), "..", "..", "references", "setup.md")).read()
+    missing = [k for k in config.KEYS if "`%s`" % k not in guide]
+    assert not missing, missing
