@@ -307,6 +307,7 @@ class Server:
             if len(fds) != 3:
                 raise p.ProtocolError("fds mode needs exactly 3 descriptors, got %d" % len(fds))
             stdio, ours = fds[:], []
+            del fds[:]  # now owned by stdio: closed once, below
         elif req.mode == "relay":
             if fds:
                 raise p.ProtocolError("relay mode takes no descriptors")

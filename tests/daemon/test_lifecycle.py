@@ -181,3 +181,13 @@ def test_daemon_version_and_compat_flags(daemon):
     assert r.returncode == 0 and r.stdout.startswith(b"hostlinkd ")
     r = _hostlinkd("-f", "-c", str(daemon.conf), "--check-config")
     assert r.returncode == 0
+
+
+def test_many_concurrent_commands_each_get_their_own_output(make_daemon):
+    d = make_daemon("max_concurrent = 200")
+    procs = [d.popen("exec", *(("--relay",) if i % 2 else ()), "sleep 0.2; echo %d" % i)
+             for i in range(80)]
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=60)
+        assert (p.returncode, out) == (0, b"%d\n" % i), err
+    assert "Traceback" not in d.log.read_text()

@@ -4,20 +4,15 @@ Everything the suite creates carries the label ``hostlink.e2e=<session id>``; th
 by removing what is left and checking that nothing with that label remains.
 """
 
-import os
-import subprocess
 import uuid
 
 import docker
 import pytest
 
-from tests.conftest import ROOT
+from hostlink.install import images as images_mod
 
 SESSION = uuid.uuid4().hex[:12]
 LABEL = {"hostlink.e2e": SESSION}
-BASE_IMAGE = "python:3.11-slim-bookworm"
-IMAGES = {"hostlinkd": "hostlink/hostlinkd:e2e", "client-init": "hostlink/client-init:e2e",
-          "agent": "hostlink/agent-test:e2e"}
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +43,5 @@ def _cleanup(client):
 @pytest.fixture(scope="session")
 def images(docker_client):
     """The project's images, built from this checkout (the base made locally when missing)."""
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run([os.path.join(ROOT, "images", "make-base.sh"), BASE_IMAGE], check=True,
-                       timeout=600)
-    for name, tag in IMAGES.items():
-        docker_client.images.build(path=ROOT, dockerfile="images/%s/Dockerfile" % name, tag=tag,
-                                   rm=True, labels={"hostlink.e2e.image": "1"})
-    return IMAGES
+    built = images_mod.build(docker_client, tag="e2e", labels={"hostlink.e2e.image": "1"})
+    return {"hostlinkd": built["hostlinkd"], "client-init": built["client-init"], "agent": built["agent"]}

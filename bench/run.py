@@ -1,0 +1,292 @@
+"""hostlink benchmarks, side by side with the local floor, docker exec and ssh.
+
+    python3 bench/run.py [--quick]
+
+Starts its own hostlinkd on a temporary socket, an agent container (uid 1000) with the socket
+directory mounted, and an sshd on loopback, then measures each figure as a median over repeated
+runs and writes a markdown table to bench/results/. Needs root and a Docker engine (scripts/test
+sets one up); openssh-server is installed when missing. Numbers are printed, never asserted.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from hostlink import zipapp  # noqa: E402
+
+GIB = 1 << 30
+SYSTEM_PY = "/usr/bin/python3"
+
+
+def median_ms(fn, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+class Bench:
+    def __init__(self, quick):
+        self.quick = quick
+        self.rows = []
+        self.tmp = tempfile.mkdtemp(prefix="hlbench-")
+        os.chmod(self.tmp, 0o755)
+        self.app = zipapp.build(os.path.join(self.tmp, "hostlink"))
+        self.daemons = []
+
+    # ---- setup ---------------------------------------------------------------------------------
+
+    def daemon(self, name, max_concurrent=16):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        conf = os.path.join(d, "hostlink.conf")
+        with open(conf, "w") as f:
+            f.write("auth_token = bench\nshell = /bin/bash\nsocket = %s/run/hostlink.sock\n"
+                    "socket_mode = 0666\nmax_concurrent = %d\nmax_unauthenticated = 1024\n"
+                    "audit_log = %s/audit.log\nlog_level = warning\n" % (d, max_concurrent, d))
+        os.chmod(conf, 0o600)
+        proc = subprocess.Popen([sys.executable, "-m", "hostlink.daemon", "-c", conf], cwd=ROOT)
+        sock = os.path.join(d, "run", "hostlink.sock")
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        os.chmod(os.path.dirname(sock), 0o755)
+        self.daemons.append(proc)
+        return proc, sock
+
+    def container(self):
+        import docker
+        from hostlink.install import images
+        client = docker.from_env()
+        tag = images.build(client, tag="bench", names=("agent",))["agent"]
+        self.docker = client
+        self.ctr = client.containers.run(
+            tag, "sleep infinity", detach=True, remove=True, user="1000",
+            labels={"hostlink.bench": "1"},
+            volumes={os.path.dirname(self.sock): {"bind": "/run/hostlink", "mode": "rw"},
+                     self.tmp: {"bind": "/bench", "mode": "ro"}},
+            environment={"HOSTLINK_TOKEN": "bench"})
+        return self.ctr
+
+    def in_container(self, script):
+        """Run a python3 script in the container; returns its stdout."""
+        code, out = self.ctr.exec_run(["python3", "-c", script])
+        if code != 0:
+            raise RuntimeError(out.decode())
+        return out.decode()
+
+    def sshd(self):
+        if not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
+            subprocess.run(["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"],
+                           check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        d = os.path.join(self.tmp, "ssh")
+        os.makedirs(d)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/host"])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/user"])
+        os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
+        self.auth_keys = "/root/.ssh/authorized_keys"
+        self.auth_backup = open(self.auth_keys).read() if os.path.exists(self.auth_keys) else None
+        with open(self.auth_keys, "a") as f:
+            f.write(open(d + "/user.pub").read())
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.sshd_proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-p", "2222", "-h", d + "/host", "-o", "ListenAddress=127.0.0.1",
+             "-o", "PermitRootLogin=prohibit-password", "-o", "PidFile=" + d + "/pid"])
+        time.sleep(0.5)
+        self.ssh = ["ssh", "-p", "2222", "-i", d + "/user", "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+        self.ssh_mux = self.ssh[:1] + ["-o", "ControlMaster=auto", "-o", "ControlPath=%s/mux" % d,
+                                       "-o", "ControlPersist=60"] + self.ssh[1:]
+
+    def row(self, section, what, value, unit, anchor=None, note=""):
+        ratio = "%.2fx" % (value / anchor) if anchor else ""
+        self.rows.append((section, what, "%.1f %s" % (value, unit), ratio, note))
+        print("%-12s %-58s %12s %8s %s" % (section, what, "%.1f %s" % (value, unit), ratio, note),
+              flush=True)
+
+    # ---- measurements --------------------------------------------------------------------------
+
+    def latency(self):
+        n = 15 if self.quick else 60
+        loop = ("import subprocess,time,statistics,os\n"
+                "def m(c):\n t=[]\n for _ in range(%d):\n  s=time.perf_counter(); subprocess.run(c); "
+                "t.append((time.perf_counter()-s)*1000)\n return statistics.median(t)\n" % n)
+        env = "os.environ['HOSTLINK_SOCKET']='/run/hostlink/hostlink.sock'\n"
+        floor_py = float(self.in_container(loop + "print(m(['python3','-I','-S','-c','pass']))"))
+        floor_bash = median_ms(lambda: run(["bash", "-c", "true"]), n)
+        floor = floor_py + floor_bash
+        hl = float(self.in_container(loop + env + "print(m(['/bench/hostlink','exec','true']))"))
+        hl_relay = float(self.in_container(loop + env + "print(m(['/bench/hostlink','--relay','exec','true']))"))
+        dexec = median_ms(lambda: run(["docker", "exec", self.ctr.id, "true"]), n)
+        self.row("latency", "floor: python3 -I -S -c pass (container) + bash -c true (host)", floor, "ms")
+        self.row("latency", "hostlink exec true (container -> host, fds path)", hl, "ms", floor,
+                 "goal <= 1.3x floor")
+        self.row("latency", "hostlink --relay exec true", hl_relay, "ms", floor)
+        self.row("latency", "docker exec CONTAINER true (from host)", dexec, "ms", floor,
+                 "hostlink is %.1fx faster" % (dexec / hl))
+        try:
+            self.sshd()
+            ssh = median_ms(lambda: run(self.ssh + ["true"]), max(5, n // 4))
+            run(self.ssh_mux + ["true"])
+            mux = median_ms(lambda: run(self.ssh_mux + ["true"]), n)
+            self.row("latency", "ssh to loopback sshd, true", ssh, "ms", floor)
+            self.row("latency", "ssh with connection sharing, true", mux, "ms", floor)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print("ssh skipped: %s" % exc)
+            self.ssh = None
+
+    def throughput(self):
+        n = 3 if self.quick else 5
+        size = GIB // 4 if self.quick else GIB
+        label = "%d MiB" % (size >> 20)
+        t = ("import subprocess,time,statistics,os\n"
+             "os.environ['HOSTLINK_SOCKET']='/run/hostlink/hostlink.sock'\n"
+             "def m(c):\n r=[]\n for _ in range(%d):\n  s=time.perf_counter(); "
+             "subprocess.run(c,shell=True,check=True); r.append(time.perf_counter()-s)\n"
+             " return statistics.median(r)\n" % n)
+        gen = "head -c %d /dev/zero" % size
+        local = float(self.in_container(t + "print(m('%s | cat > /dev/null'))" % gen))
+        fds = float(self.in_container(t + "print(m('/bench/hostlink exec \"%s\" | cat > /dev/null'))" % gen))
+        relay = float(self.in_container(t + "print(m('/bench/hostlink --relay exec \"%s\" | cat > /dev/null'))" % gen))
+        dexec = statistics.median(self._time(lambda: subprocess.run(
+            "docker exec %s %s > /dev/null" % (self.ctr.id, gen), shell=True, check=True), n))
+        mb = size / 1e6
+        self.row("throughput", "%s through a local pipe in the container" % label, mb / local, "MB/s")
+        self.row("throughput", "%s hostlink, descriptor passing" % label, mb / fds, "MB/s", mb / local,
+                 "goal >= 0.8x local pipe")
+        self.row("throughput", "%s hostlink --relay (framed)" % label, mb / relay, "MB/s", mb / local,
+                 "goal >= 1000 MB/s")
+        self.row("throughput", "%s docker exec" % label, mb / dexec, "MB/s", mb / local)
+        if self.ssh:
+            s = statistics.median(self._time(lambda: subprocess.run(
+                self.ssh_mux + [gen], stdout=subprocess.DEVNULL, check=True), n))
+            self.row("throughput", "%s ssh (shared connection)" % label, mb / s, "MB/s", mb / local)
+
+    @staticmethod
+    def _time(fn, n):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+        return out
+
+    def concurrency(self, single_ms):
+        for limit, label in ((16, "default max_concurrent 16"), (256, "max_concurrent 256")):
+            proc, sock = self.daemon("conc%d" % limit, limit)
+            idle = _rss(proc.pid)
+            env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN="bench")
+            start = time.perf_counter()
+            procs = [(time.perf_counter(), subprocess.Popen([self.app, "exec", "sleep 0.05"], env=env,
+                                                            stderr=subprocess.PIPE)) for _ in range(200)]
+            lat, busy, errors = [], 0, 0
+            for t0, p in procs:
+                _, err = p.communicate()
+                lat.append((time.perf_counter() - t0) * 1000)
+                busy += p.returncode == 4
+                errors += p.returncode not in (0, 4)
+            total = (time.perf_counter() - start) * 1000
+            lat.sort()
+            peak = _hwm(proc.pid)
+            self.row("concurrency", "200 x exec 'sleep 0.05', %s: total" % label, total, "ms")
+            self.row("concurrency", "  p50 / p99 latency", lat[100], "ms", None,
+                     "p99 %.0f ms (%.1fx single call %.0f ms)" % (lat[197], lat[197] / single_ms, single_ms))
+            self.row("concurrency", "  server busy / other errors", busy, "calls", None, "errors: %d" % errors)
+            self.row("memory", "daemon RSS idle (%s)" % label, idle / 1024, "MB", None, "goal < 30 MB")
+            self.row("memory", "daemon peak RSS under 200 calls", peak / 1024, "MB")
+
+    def client_start(self):
+        n = 20 if self.quick else 50
+        for py in (SYSTEM_PY, shutil.which("python3")):
+            if not py or not os.path.exists(py):
+                continue
+            env = dict(os.environ, HOSTLINK_PYTHON=py)
+            bare = median_ms(lambda: run([py, "-I", "-S", "-c", "pass"]), n)
+            self.row("client", "bare interpreter %s -I -S -c pass" % py, bare, "ms")
+            v = median_ms(lambda: run([self.app, "--version"], env=env), n)
+            self.row("client", "hostlink --version (%s)" % py, v, "ms", bare, "goal <= 1.5x")
+            h = median_ms(lambda: run([self.app, "--help"], env=env), n)
+            self.row("client", "hostlink --help (%s)" % py, h, "ms", bare)
+
+    def close(self):
+        for p in self.daemons:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+        if getattr(self, "ctr", None):
+            self.ctr.remove(force=True)
+        if getattr(self, "sshd_proc", None):
+            self.sshd_proc.terminate()
+            self.sshd_proc.wait()
+            if self.auth_backup is None:
+                os.unlink(self.auth_keys)
+            else:
+                with open(self.auth_keys, "w") as f:
+                    f.write(self.auth_backup)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self):
+        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+        path = os.path.join(ROOT, "bench", "results", "%s.md" % time.strftime("%Y-%m-%d-%H%M%S"))
+        with open(path, "w") as f:
+            f.write("# hostlink benchmark, %s\n\n%s, %d cores, Python %s\n\n"
+                    % (time.strftime("%Y-%m-%d %H:%M"), platform.platform(), os.cpu_count(),
+                       platform.python_version()))
+            f.write("| section | what | median | ratio to anchor | note |\n|---|---|---|---|---|\n")
+            for r in self.rows:
+                f.write("| %s |\n" % " | ".join(str(c) for c in r))
+        print("\nwrote", path)
+
+
+def _rss(pid):
+    return _status(pid, "VmRSS:")
+
+
+def _hwm(pid):
+    return _status(pid, "VmHWM:")
+
+
+def _status(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs and 256 MiB instead of 1 GiB")
+    args = ap.parse_args()
+    b = Bench(args.quick)
+    try:
+        _, b.sock = b.daemon("main")
+        b.container()
+        b.latency()
+        single = [r for r in b.rows if r[1].startswith("hostlink exec true")][0]
+        b.throughput()
+        b.concurrency(float(single[2].split()[0]))
+        b.client_start()
+        b.write()
+    finally:
+        b.close()
+
+
+if __name__ == "__main__":
+    main()
