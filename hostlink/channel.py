@@ -20,13 +20,20 @@ class TooManyFds(Exception):
     """The peer passed more descriptors than MAX_FDS, or ancillary data we did not ask for."""
 
 
-async def wait_readable(loop, fd):
+async def wait_readable(loop, fd, until=None):
+    """Wait until ``fd`` is readable, or until the future ``until`` is done."""
     fut = loop.create_future()
     loop.add_reader(fd, _wake, fut)
+    wake = None
+    if until is not None:
+        wake = lambda _: _wake(fut)  # noqa: E731
+        until.add_done_callback(wake)
     try:
         await fut
     finally:
         loop.remove_reader(fd)
+        if wake is not None:
+            until.remove_done_callback(wake)
 
 
 async def wait_writable(loop, fd):

@@ -230,6 +230,8 @@ class Session:
         if not stdin_open:
             pending = self.conn.send(p.StdinEof())
         poller = select.poll()
+        rbuf = bytearray(RECV_SIZE)  # reused for every read: no allocation per chunk
+        rview = memoryview(rbuf)
         running = True
         while running:
             poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
@@ -256,13 +258,13 @@ class Session:
                         pending = b""  # the command ended and the daemon stopped reading
                 if fd == sock_fd and ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     try:
-                        data = self.sock.recv(RECV_SIZE)
+                        n = self.sock.recv_into(rbuf)
                     except BlockingIOError:
                         continue
                     except OSError as exc:
                         raise ConnectFailed("lost the daemon at %s: %s"
                                             % (self.ep.where, exc.strerror))
-                    self.conn.receive_data(data)
+                    self.conn.receive_data(rview[:n])
                     while running:
                         event = self._parse()
                         if event is p.NEED_DATA:

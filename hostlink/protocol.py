@@ -425,7 +425,8 @@ class Connection:
             raise ProtocolError("%s frame not allowed now (state %s)" % (cls.__name__, self.state))
         if avail < 5 + length:
             return self._closed(avail) if self._eof else NEED_DATA
-        payload = bytes(buf[pos + 5:pos + 5 + length])
+        with memoryview(buf) as view:
+            payload = bytes(view[pos + 5:pos + 5 + length])  # one copy, not two
         self._pos = pos + 5 + length
         event = cls(payload) if cls in _DATA else decode_fields(cls, payload)
         self.state = table[cls]
@@ -436,15 +437,24 @@ class Connection:
             raise ProtocolError("connection closed in the middle of a frame")
         return None
 
+    def send_header(self, cls, length):
+        """The header of a data frame of ``length`` bytes, for a payload sent without copying."""
+        if self._legal(cls) is None:
+            raise ProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
+        return _HEADER.pack(cls.TYPE, length)
+
+    def _legal(self, cls):
+        if self.role == CLIENT and cls in _CLIENT_ANYTIME:
+            return self.state
+        return _SEND[self.role].get(self.state, {}).get(cls)
+
     def send(self, event):
         """The bytes that carry ``event`` to the peer; raises if it is not legal now."""
         cls = type(event)
-        if self.role == CLIENT and (cls in _CLIENT_ANYTIME):
-            return encode(event)
-        table = _SEND[self.role].get(self.state, {})
-        if cls not in table:
+        nxt = self._legal(cls)
+        if nxt is None:
             raise ProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
-        self.state = table[cls]
+        self.state = nxt
         data = encode(event)
         if self.role == CLIENT and cls is Auth:
             data = PREFACE + data

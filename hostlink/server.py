@@ -22,6 +22,7 @@ log = logging.getLogger("hostlinkd")
 
 RELAY_CHUNK = 1 << 20  # one read from a command's pipe, one data frame (protocol.MAX_FRAME)
 PIPE_SIZE = 1 << 20  # bigger pipes mean fewer wake-ups at GB/s
+SOCKET_BUFFER = 4 << 20
 _F_SETPIPE_SZ = 1031
 _PEERCRED = struct.Struct("3i")
 
@@ -312,6 +313,7 @@ class Server:
             if fds:
                 raise p.ProtocolError("relay mode takes no descriptors")
             stdio, ours = _relay_pipes()
+            _grow_send_buffer(chan.sock)
         else:
             raise p.ProtocolError("unknown mode %r" % req.mode)
         try:
@@ -385,20 +387,20 @@ class Server:
 
     async def _pump(self, chan, conn, fd, kind, job):
         """Relay one output pipe as frames until EOF, or until drained once the command ended."""
+        buf = bytearray(RELAY_CHUNK)  # reused: no allocation per chunk
+        view = memoryview(buf)
         while True:
             try:
-                data = os.read(fd, RELAY_CHUNK)
+                n = os.readv(fd, [buf])
             except BlockingIOError:
                 if job.exited.done():
                     return  # what a background child writes later is not waited for
-                readable = self.loop.create_task(wait_readable(self.loop, fd))
-                await asyncio.wait([readable, job.exited], return_when=asyncio.FIRST_COMPLETED)
-                readable.cancel()
+                await wait_readable(self.loop, fd, until=job.exited)
                 continue
-            if not data:
+            if not n:
                 return
             if not job.hung_up:
-                await chan.send(conn.send(kind(data)))
+                await chan.send(conn.send_header(kind, n), view[:n])
 
 
 async def _write_all(loop, fd, data):
@@ -449,6 +451,16 @@ def _refuse(sock, message):
 
 def _peer_key(peer):
     return peer.addr.rsplit(":", 1)[0] if peer.addr else "uid:%d" % peer.uid
+
+
+def _grow_send_buffer(sock):
+    """A bigger socket buffer for relayed output: fewer wake-ups at GB/s (root may exceed wmem_max)."""
+    for opt in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            return
+        except OSError:
+            continue
 
 
 def _relay_pipes():

@@ -2,6 +2,7 @@
 
 The file starts with a two-line /bin/sh header that runs ``python3 -I -S`` on itself: -I keeps
 the user's PYTHON* variables and site-packages out, -S skips ``site`` (several ms of start-up).
+``HOSTLINK_PYTHON`` names another interpreter. ``python3 FILE`` works too (``__main__.py``).
 Compiled bytecode for the building interpreter sits beside each source; another Python version
 falls back to the source.
 """
@@ -15,7 +16,11 @@ import tempfile
 import zipfile
 
 CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", "doctor")
-HEADER = b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S "$0" "$@"\n'
+# Imports the client straight from the archive: running the archive as a script would go through
+# runpy, whose imports (importlib.util, contextlib, collections) cost more than the client itself.
+HEADER = (b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \''
+          b'import sys;sys.path.insert(0,sys.argv[1]);del sys.argv[0];'
+          b'from hostlink.cli import main;sys.exit(main())\' "$0" "$@"\n')
 MAIN = b"import sys\nfrom hostlink.cli import main\nsys.exit(main())\n"
 
 
