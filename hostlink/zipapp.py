@@ -55,12 +55,13 @@ def _add(zf, name, data):
 
 
 def _compile(source, name):
+    # optimize=2 drops docstrings: less to unmarshal at every start (zipimport ignores the level).
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "m.py")
         with open(src, "wb") as f:
             f.write(source)
         out = os.path.join(tmp, "m.pyc")
-        py_compile.compile(src, out, dfile=name, doraise=True,
+        py_compile.compile(src, out, dfile=name, doraise=True, optimize=2,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         with open(out, "rb") as f:
             return f.read()
