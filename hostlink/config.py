@@ -113,6 +113,7 @@ class Config:
     def __init__(self, path=""):
         self.path = path
         self.notices = []
+        self.clients = {}  # name -> Client, from [client NAME] sections
         for key, (_, default, _why) in KEYS.items():
             setattr(self, key, default)
 
@@ -130,21 +131,71 @@ class Config:
         return grp.getgrnam(self.socket_group).gr_gid
 
 
+# Keys of a ``[client NAME]`` section: (parser, default, repeatable). See references/security.md.
+CLIENT_KEYS = {
+    "token": (_str, "", False),
+    "token_file": (_abspath, "", False),
+    "allow": (_str, None, True),
+    "deny": (_str, None, True),
+    "allow_shell": (_bool, False, False),
+    "cwd_allow": (_str, None, True),
+    "env_allow": (_str, None, True),
+    "run_as": (_str, "", False),
+    "run_as_group": (_str, "", False),
+    "max_timeout_ms": (_int(0, 30 * _DAY_MS), 0, False),
+    "ping_only": (_bool, False, False),
+}
+
+
+class Client:
+    """One client of the daemon: its token and its policy (references/security.md)."""
+
+    def __init__(self, name, where=""):
+        self.name = name
+        self.where = where
+        for key, (_, default, repeat) in CLIENT_KEYS.items():
+            setattr(self, key, [] if repeat else default)
+
+    @property
+    def restricted(self):
+        """True when rules decide what runs (shell strings then need allow_shell)."""
+        return bool(self.allow or self.deny)
+
+
+def _section(line, where):
+    words = line[1:-1].split()
+    if len(words) != 2 or words[0] != "client" or not words[1].replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("%s: expected a section [client NAME] (letters, digits, - and _), got %s"
+                          % (where, line))
+    return words[1]
+
+
 def parse(text, path="hostlink.conf"):
     """A Config from the text of a hostlink.conf; ConfigError names the line that is wrong."""
     cfg = Config(path)
     seen = {}
+    client = None
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(("#", ";")):
             continue
+        where = "%s:%d" % (path, lineno)
+        if line.startswith("[") and line.endswith("]"):
+            name = _section(line, where)
+            if name in cfg.clients or name == "default":
+                raise ConfigError("%s: client '%s' is defined twice" % (where, name))
+            client = cfg.clients[name] = Client(name, where)
+            seen = {}
+            continue
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
-        where = "%s:%d" % (path, lineno)
         if not sep or not key:
             raise ConfigError("%s: expected 'key = value', got %r" % (where, line[:80]))
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
+        if client is not None:
+            _client_key(client, key, value, where, lineno, seen)
+            continue
         key = ALIASES.get(key, key)
         if key in IGNORED:
             cfg.notices.append("%s: '%s' means nothing to this hostlinkd (output is streamed "
@@ -164,6 +215,32 @@ def parse(text, path="hostlink.conf"):
             raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
     _check(cfg)
     return cfg
+
+
+def _client_key(client, key, value, where, lineno, seen):
+    spec = CLIENT_KEYS.get(key)
+    if spec is None:
+        raise ConfigError("%s: unknown key '%s' in [client %s] (known: %s)"
+                          % (where, key, client.name, ", ".join(CLIENT_KEYS)))
+    parser, _, repeat = spec
+    if not repeat and key in seen:
+        raise ConfigError("%s: '%s' is set again (first at line %d)" % (where, key, seen[key]))
+    seen[key] = lineno
+    try:
+        parsed = parser(value)
+    except ValueError as exc:
+        raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
+    if repeat:
+        if key in ("allow", "deny"):
+            from .policy import Rule
+            try:
+                getattr(client, key).append(Rule(key, parsed, where))
+            except ValueError as exc:
+                raise ConfigError("%s: bad %s rule: %s" % (where, key, exc)) from None
+        else:
+            getattr(client, key).extend(parsed.split())
+    else:
+        setattr(client, key, parsed)
 
 
 def _check(cfg):
@@ -211,7 +288,33 @@ def load(path=DEFAULT_PATH):
                               % (cfg.auth_token_file, exc.strerror)) from None
     elif cfg.auth_token:
         check_private(path)
-    if not cfg.auth_token:
+    for client in cfg.clients.values():
+        if client.token_file:
+            if client.token:
+                raise ConfigError("%s: set token or token_file, not both" % client.where)
+            try:
+                check_private(client.token_file)
+                with open(client.token_file, encoding="utf-8") as f:
+                    client.token = f.read().strip()
+            except OSError as exc:
+                raise ConfigError("%s: cannot read token_file %s: %s"
+                                  % (client.where, client.token_file, exc.strerror)) from None
+        elif client.token:
+            check_private(path)
+        if len(client.token) < 16:
+            raise ConfigError("%s: client %s needs a token of at least 16 characters"
+                              % (client.where, client.name))
+    if not cfg.auth_token and not cfg.clients:
         raise ConfigError("%s: no auth_token set; generate one with: "
                           "python3 -c 'import secrets; print(secrets.token_hex(32))'" % path)
     return cfg
+
+
+def clients(cfg):
+    """Every client: the default one of auth_token (no restrictions) and the [client] sections."""
+    out = list(cfg.clients.values())
+    if cfg.auth_token:
+        default = Client("default", cfg.path)
+        default.token = cfg.auth_token
+        out.insert(0, default)
+    return out

@@ -446,6 +446,8 @@ class Connection:
     def _legal(self, cls):
         if self.role == CLIENT and cls in _CLIENT_ANYTIME:
             return self.state
+        if self.role == SERVER and cls is Error and self.state != "CLOSED":
+            return "CLOSED"  # the daemon may always give up with a reason, even before the preface
         return _SEND[self.role].get(self.state, {}).get(cls)
 
     def send(self, event):

@@ -14,7 +14,7 @@ import stat
 import struct
 import time
 
-from . import __version__, protocol as p, spawn
+from . import __version__, config, policy, protocol as p, spawn
 from .audit import AuditLog, peer_container
 from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
 
@@ -25,6 +25,10 @@ PIPE_SIZE = 1 << 20  # bigger pipes mean fewer wake-ups at GB/s
 SOCKET_BUFFER = 4 << 20
 _F_SETPIPE_SZ = 1031
 _PEERCRED = struct.Struct("3i")
+# Failed tokens from one peer (uid, or IP for TCP) before answers slow down, and the longest delay:
+# guessing a 256-bit token is hopeless anyway; the delay keeps a loop from burning CPU and log.
+AUTH_FREE_FAILURES = 3
+AUTH_MAX_DELAY = 0.5
 
 
 class Peer:
@@ -108,6 +112,7 @@ class Server:
         self.unauthenticated = 0
         self.jobs = set()
         self._tasks = set()
+        self._unauthenticated = {}  # task -> None, oldest first: evicted when the cap is reached
         self._listeners = []
         self._stopping = None
         self._failures = {}
@@ -186,15 +191,23 @@ class Server:
             except OSError as exc:
                 log.warning("accept failed: %s", exc.strerror)
                 return
-            if (self.connections >= self.cfg.max_connections
-                    or self.unauthenticated >= self.cfg.max_unauthenticated):
-                _refuse(sock, "server busy: too many connections")
+            if self.connections >= self.cfg.max_connections:
+                _refuse(sock, "server busy: %d connections open (max_connections)" % self.connections)
                 continue
+            if self.unauthenticated >= self.cfg.max_unauthenticated:
+                # Drop the oldest connection still without a token: a good client authenticates
+                # within a millisecond, so connections that never do cannot lock it out.
+                oldest = next(iter(self._unauthenticated), None)
+                if oldest is not None:
+                    self._unauthenticated.pop(oldest)
+                    oldest.cancel()
             self.connections += 1
             self.unauthenticated += 1
             task = self.loop.create_task(self._serve(sock))
             self._tasks.add(task)
+            self._unauthenticated[task] = None
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: self._unauthenticated.pop(t, None))
 
     async def _serve(self, sock):
         fds = []
@@ -224,9 +237,10 @@ class Server:
                                    "hostlink.conf"))
                 return
             self._failures.pop(_peer_key(peer), None)
+            self._unauthenticated.pop(asyncio.current_task(), None)
             authed = True
             self.unauthenticated -= 1
-            record = {"client": client}
+            record = {"client": client.name}
             await chan.send(conn.send(p.Ok(self.cfg.node, p.VERSION)))
             event = await asyncio.wait_for(_next(chan, conn, fds), deadline)
             if event is None:
@@ -237,7 +251,7 @@ class Server:
                 await chan.send(conn.send(p.Pong(self.cfg.node, int(time.monotonic() - self.started),
                                                  p.VERSION)))
                 return
-            await self._exec(chan, conn, fds, event, record)
+            await self._exec(chan, conn, fds, event, record, client)
         except (p.ProtocolError, TooManyFds) as exc:
             record.setdefault("event", "request")
             record.update(result="bad_request", error=str(exc))
@@ -245,6 +259,9 @@ class Server:
                 await _answer(chan, conn, p.Error("bad_request", str(exc)))
         except asyncio.TimeoutError:
             record.update(event="request", result="timeout", error="no request after the token")
+        except asyncio.CancelledError:
+            record.setdefault("event", "auth")
+            record.setdefault("result", "evicted")  # never authenticated; the cap made room
         except (ConnectionError, OSError) as exc:
             record.setdefault("event", "request")
             record.setdefault("result", "disconnected")
@@ -258,16 +275,18 @@ class Server:
             self.connections -= 1
             if not authed:
                 self.unauthenticated -= 1
+            if record.get("result") == "evicted":
+                record = {}  # a flood of these would only flood the log
             if record and peer is not None:
                 self.audit.write(**record, **peer.fields())
 
     def _client_for(self, token):
-        """The name of the client whose token this is, or None; compares every token in full."""
+        """The Client whose token this is, or None; compares every token in full (constant time)."""
         found = None
         given = token.encode("utf-8", "surrogateescape")
-        for name, expected in (("default", self.cfg.auth_token),):
-            if hmac.compare_digest(given, expected.encode()) and found is None:
-                found = name
+        for client in config.clients(self.cfg):
+            if hmac.compare_digest(given, client.token.encode()) and found is None:
+                found = client
         return found
 
     async def _penalty(self, peer):
@@ -281,12 +300,12 @@ class Server:
         self._failures[key] = (count, now)
         if len(self._failures) > 4096:  # bounded memory under a flood of distinct peers
             self._failures.clear()
-        if count > 3:
-            await asyncio.sleep(min(0.05 * 2 ** (count - 4), 2.0))
+        if count > AUTH_FREE_FAILURES:
+            await asyncio.sleep(min(0.01 * 2 ** (count - AUTH_FREE_FAILURES), AUTH_MAX_DELAY))
 
     # ---- exec ----------------------------------------------------------------------------------
 
-    async def _exec(self, chan, conn, fds, req, record):
+    async def _exec(self, chan, conn, fds, req, record, client):
         cfg = self.cfg
         record.update(event="exec", cwd=req.cwd, mode=req.mode)
         if req.argv is not None:
@@ -302,8 +321,9 @@ class Server:
         timeout = req.timeout_ms or cfg.default_timeout_ms
         if timeout < 0:
             raise p.ProtocolError("timeout_ms must not be negative")
-        if cfg.max_timeout_ms and (timeout > cfg.max_timeout_ms or timeout == 0):
-            timeout = cfg.max_timeout_ms
+        cap = policy.max_timeout(cfg, client)
+        if cap and (timeout > cap or timeout == 0):
+            timeout = cap
         if req.mode == "fds":
             if len(fds) != 3:
                 raise p.ProtocolError("fds mode needs exactly 3 descriptors, got %d" % len(fds))
@@ -317,7 +337,10 @@ class Server:
         else:
             raise p.ProtocolError("unknown mode %r" % req.mode)
         try:
-            proc = spawn.spawn(cfg, req, *stdio)
+            user = policy.user_for(cfg, client)
+            cwd = spawn.working_dir(cfg, req, user)
+            policy.check(cfg, client, req, cwd)
+            proc = spawn.spawn(cfg, req, user, cwd, *stdio)
         except spawn.SpawnError as exc:
             close_all(ours)
             record.update(result=exc.code, error=exc.message)

@@ -107,10 +107,18 @@ class Daemon:
 def make_daemon(tmp_path, client_app):
     """Factory: make_daemon(conf_extra) -> a started Daemon; all are stopped afterwards."""
     made = []
+    cleanup = []
 
-    def make(conf_extra="", start=True, name="d"):
-        base = tmp_path / ("%s%d" % (name, len(made)))
-        base.mkdir()
+    def make(conf_extra="", start=True, name="d", public=False):
+        if public:  # reachable by other users: pytest's own tmp root is 0700
+            import pathlib
+            import tempfile
+            base = pathlib.Path(tempfile.mkdtemp(prefix="hostlink-test-"))
+            os.chmod(base, 0o755)
+            cleanup.append(base)
+        else:
+            base = tmp_path / ("%s%d" % (name, len(made)))
+            base.mkdir()
         d = Daemon(base, client_app, conf_extra)
         made.append(d)
         return d.start() if start else d
@@ -118,6 +126,9 @@ def make_daemon(tmp_path, client_app):
     yield make
     for d in made:
         d.stop()
+    import shutil
+    for base in cleanup:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

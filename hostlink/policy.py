@@ -1,0 +1,125 @@
+"""Per-client policy: which requests a client may make, decided before anything is spawned.
+
+Rules match argv requests on the resolved executable (symlinks resolved, as the kernel would run
+it) and on each argument, with shell-style globs; a last word ``**`` matches any further
+arguments. Deny rules are checked first; when a client has allow rules, one must match. Shell
+strings cannot be matched safely, so a client with rules may send them only with allow_shell.
+"""
+
+import fnmatch
+import grp
+import os
+import pwd
+import shlex
+
+from .spawn import DEFAULT_PATH, DENIED_ENV, SpawnError, host_path
+
+
+class Rule:
+    """``allow = PATTERN...`` or ``deny = PATTERN...`` of a client section."""
+
+    def __init__(self, kind, text, where):
+        self.kind = kind
+        self.text = text
+        self.where = where
+        try:
+            self.words = shlex.split(text)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if not self.words or not self.words[0].startswith("/"):
+            raise ValueError("a rule starts with the executable's absolute path (a glob), got %r" % text)
+        if "**" in self.words[:-1]:
+            raise ValueError("'**' may only be the last word")
+
+    def matches(self, exe, args):
+        if not fnmatch.fnmatchcase(exe, self.words[0]):
+            return False
+        pats = self.words[1:]
+        if pats and pats[-1] == "**":
+            pats = pats[:-1]
+            if len(args) < len(pats):
+                return False
+            args = args[:len(pats)]
+        return len(args) == len(pats) and all(fnmatch.fnmatchcase(a, p) for a, p in zip(args, pats))
+
+    def __str__(self):
+        return "%s = %s (%s)" % (self.kind, self.text, self.where)
+
+
+def resolve(cfg, program):
+    """The real path of ``program`` as the command's PATH finds it, or None."""
+    candidates = [program] if "/" in program else [os.path.join(d, program) for d in DEFAULT_PATH.split(":")]
+    for path in candidates:
+        real = host_path(cfg, path)
+        if os.path.isfile(real) and os.access(real, os.X_OK):
+            resolved = os.path.realpath(real)
+            prefix = host_path(cfg, "")
+            return resolved[len(prefix):] if prefix and resolved.startswith(prefix) else resolved
+    return None
+
+
+def user_for(cfg, client):
+    """The pwd entry commands of ``client`` run as, with run_as_group applied to its gid."""
+    name = client.run_as or cfg.run_as_user
+    try:
+        user = pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())
+    except KeyError:
+        raise SpawnError("internal", "run_as user %r does not exist on the host" % name) from None
+    if client.run_as_group:
+        try:
+            gid = grp.getgrnam(client.run_as_group).gr_gid
+        except KeyError:
+            raise SpawnError("internal", "run_as_group %r does not exist" % client.run_as_group) from None
+        user = pwd.struct_passwd((user.pw_name, user.pw_passwd, user.pw_uid, gid, user.pw_gecos,
+                                  user.pw_dir, user.pw_shell))
+    return user
+
+
+def max_timeout(cfg, client):
+    """The largest timeout this client may run with (0: none)."""
+    caps = [t for t in (cfg.max_timeout_ms, client.max_timeout_ms) if t]
+    return min(caps) if caps else 0
+
+
+def check(cfg, client, request, cwd):
+    """Raise SpawnError("denied", ...) naming the rule when ``client`` may not make ``request``."""
+    who = "client %s" % client.name
+    if client.ping_only:
+        raise SpawnError("denied", "%s may only ping (ping_only = true)" % who)
+    _check_env(client, request.env, who)
+    if client.cwd_allow:
+        real = os.path.realpath(host_path(cfg, cwd))
+        roots = [os.path.realpath(host_path(cfg, d)) for d in client.cwd_allow]
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+            raise SpawnError("denied", "%s may not run in %s (cwd_allow = %s)"
+                             % (who, cwd, " ".join(client.cwd_allow)))
+    if request.argv is None:
+        if client.restricted and not client.allow_shell:
+            raise SpawnError("denied", "%s has allow/deny rules, so it may only send argv requests "
+                                       "(hostlink exec --argv); shell strings cannot be matched "
+                                       "safely (allow_shell = true permits them)" % who)
+        return
+    exe = resolve(cfg, request.argv[0]) if request.argv else None
+    if exe is None:
+        if client.allow:
+            raise SpawnError("denied", "%s: %s is not an executable on the host, so no allow "
+                                       "rule matches it" % (who, request.argv[0] if request.argv else ""))
+        return
+    args = list(request.argv[1:])
+    for rule in client.deny:
+        if rule.matches(exe, args):
+            raise SpawnError("denied", "%s: %s is refused by rule %s" % (who, exe, rule))
+    if client.allow and not any(rule.matches(exe, args) for rule in client.allow):
+        raise SpawnError("denied", "%s: no allow rule matches %s %s (rules: %s)"
+                         % (who, exe, " ".join(args), "; ".join(r.text for r in client.allow)))
+
+
+def _check_env(client, env, who):
+    for name, _ in env:
+        explicitly = name in client.env_allow
+        if (name in DENIED_ENV or name.startswith("BASH_FUNC_")) and not explicitly:
+            raise SpawnError("denied", "setting %s is not allowed (it changes what runs before the "
+                                       "command; env_allow = %s permits it)" % (name, name))
+        if client.env_allow and not any(fnmatch.fnmatchcase(name, p) for p in client.env_allow):
+            raise SpawnError("denied", "%s may not set %s (env_allow = %s)"
+                             % (who, name, " ".join(client.env_allow)))
