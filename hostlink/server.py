@@ -338,7 +338,7 @@ class Server:
             raise p.ProtocolError("unknown mode %r" % req.mode)
         try:
             user = policy.user_for(cfg, client)
-            cwd = spawn.working_dir(cfg, req, user)
+            cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
             policy.check(cfg, client, req, cwd)
             proc = spawn.spawn(cfg, req, user, cwd, *stdio)
         except spawn.SpawnError as exc:

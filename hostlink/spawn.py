@@ -97,9 +97,10 @@ def host_path(cfg, path):
     return "/proc/%d/root%s" % (cfg.namespace_pid, path) if cfg.namespace_pid else path
 
 
-def working_dir(cfg, request, user):
-    """The directory the command runs in: the one asked for, else the user's home, else /."""
-    cwd = request.cwd
+def working_dir(cfg, request, user, default=""):
+    """The directory the command runs in: the one asked for, else ``default``, else the user's
+    home, else /."""
+    cwd = request.cwd or default
     if cwd:
         if not os.path.isdir(host_path(cfg, cwd)):
             raise SpawnError("bad_cwd", "working directory %s does not exist on the host" % cwd)
