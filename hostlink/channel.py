@@ -9,6 +9,7 @@ import array
 import asyncio
 import os
 import socket
+import ssl
 
 RECV_SIZE = 256 << 10
 # Descriptors one connection may pass in all: stdin, stdout, stderr.
@@ -60,6 +61,36 @@ class Channel:
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
 
+    async def _wait_for(self, exc):
+        """Wait for what a non-blocking call said it needs (TLS may read to write and back)."""
+        if isinstance(exc, ssl.SSLWantWriteError):
+            await wait_writable(self.loop, self.fd)
+        else:
+            await wait_readable(self.loop, self.fd)
+
+    async def handshake(self, context):
+        """Wrap the socket in TLS (server side) and complete the handshake."""
+        self.sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        self.can_pass_fds = False
+        while True:
+            try:
+                self.sock.do_handshake()
+                return
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+                await self._wait_for(exc)
+
+    async def peek(self, n):
+        """The first ``n`` bytes the peer sent (fewer if it closed), without consuming them."""
+        while True:
+            try:
+                data = self.sock.recv(n, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                await wait_readable(self.loop, self.fd)
+                continue
+            if len(data) >= n or not data:
+                return data
+            await asyncio.sleep(0.005)  # a preface split across packets: rare, short
+
     async def recv(self):
         """(data, fds): data is b"" at end of stream. Extra or odd ancillary data raises."""
         while True:
@@ -68,8 +99,8 @@ class Channel:
                     return self.sock.recv(RECV_SIZE), []
                 data, anc, flags, _ = self.sock.recvmsg(RECV_SIZE, _ANC, socket.MSG_CMSG_CLOEXEC)
                 break
-            except (BlockingIOError, InterruptedError):
-                await wait_readable(self.loop, self.fd)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+                await self._wait_for(exc)
         fds = []
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -89,9 +120,12 @@ class Channel:
         views = [memoryview(b) for b in bufs if len(b)]
         while views:
             try:
-                sent = self.sock.sendmsg(views) if len(views) > 1 else self.sock.send(views[0])
-            except (BlockingIOError, InterruptedError):
-                await wait_writable(self.loop, self.fd)
+                if len(views) > 1 and self.can_pass_fds:
+                    sent = self.sock.sendmsg(views)
+                else:
+                    sent = self.sock.send(views[0])
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+                await self._wait_for(exc if not isinstance(exc, BlockingIOError) else ssl.SSLWantWriteError())
                 continue
             while sent and views:
                 if sent >= len(views[0]):

@@ -29,6 +29,10 @@ _OPTIONS = {
     "-x": ("exit_status", False), "--exit-status": ("exit_status", False),
     "--argv": ("argv", False),
     "--relay": ("relay", False),
+    "--all": ("all", False),
+    "--ping": ("ping", False),
+    "--fingerprint": ("fingerprint", True),
+    "--plain": ("plain", False),
     "-h": ("help", False), "--help": ("help", False),
     "-V": ("version", False), "--version": ("version", False),
 }
@@ -46,13 +50,15 @@ commands:
   exec --argv PROG ARG...
                      run PROG with exactly these arguments, no shell
   ping               check the daemon: prints [node] pong - uptime Xs
-  targets            list the targets of targets.conf (-j for JSON)
+  targets [--ping]   list the targets of targets.conf (-j for JSON); --ping checks each
   doctor             check the socket, its permissions, the daemon and the token, with fixes
 
 options:
   -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
   -k, --token TOKEN        token (env HOSTLINK_TOKEN); must match auth_token in hostlink.conf
-  -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET)
+  -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET); a,b,c runs on each
+      --all                run on every target of targets.conf, lines prefixed [name]
+  -a, --address HOST:PORT  a daemon on TCP with no targets entry (with --fingerprint, or --plain)
   -F, --targets-file PATH  targets file (env HOSTLINK_TARGETS)
   -w, --workdir DIR        working directory on the host
   -e, --env NAME=VALUE     set a variable for the command (repeatable)
@@ -80,6 +86,8 @@ class Options:
         self.timeout = self.connect_timeout = self.workdir = None
         self.env = []
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
+        self.all = self.ping = self.plain = False
+        self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
 
 
@@ -144,8 +152,9 @@ def endpoint(opts, environ):
         ep = Endpoint(socket=opts.socket)
     elif opts.address:
         host, _, port = opts.address.rpartition(":")
-        ep = Endpoint(address=host.strip("[]") or opts.address,
-                      port=_int(port, "-a port", 1) if host else 9876)
+        ep = Endpoint(name=opts.address, address=host.strip("[]") or opts.address,
+                      port=_int(port, "-a port", 1) if host else 9876,
+                      tls="off" if opts.plain else "required", fingerprint=opts.fingerprint)
     else:
         name = opts.target or environ.get("HOSTLINK_TARGET")
         if name:
@@ -182,10 +191,25 @@ def _request(opts, words, environ):
                 timeout_ms=0, mode="relay" if opts.json else "fds")
 
 
+def _fanout_names(opts, environ):
+    """The targets of -t a,b,c or --all, or None for a single target."""
+    if opts.all:
+        from . import targets
+        return targets.all_names(opts.targets_file, environ)
+    name = opts.target or environ.get("HOSTLINK_TARGET") or ""
+    return [n for n in name.split(",") if n] if "," in name else None
+
+
 def cmd_exec(opts, words, environ):
     from .client import Session, check_timeout, raise_for
     req = _request(opts, words, environ)
+    names = _fanout_names(opts, environ)
+    if names is not None:
+        return _fanout(opts, environ, names, req)
     ep = endpoint(opts, environ)
+    if ep.protocol == "hlnk":
+        from . import legacy
+        return _legacy_exec(opts, ep, req, legacy)
     timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
     req = _replace(req, timeout_ms=timeout, mode="fds" if ep.socket and not (opts.json or opts.relay) else "relay")
     _need_token(ep)
@@ -204,41 +228,132 @@ def cmd_exec(opts, words, environ):
     return result.returncode
 
 
+def _fanout(opts, environ, names, req):
+    from . import fanout, targets
+    eps = []
+    for name in names:
+        ep = targets.find(name, opts.targets_file, environ)
+        if opts.token is not None:
+            ep.token = opts.token
+        timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
+        eps.append(ep)
+        _need_token(ep)
+    req = _replace(req, mode="relay", timeout_ms=_int(opts.timeout, "-T") if opts.timeout else 0)
+    code = fanout.run(eps, req, _connect_timeout(opts), opts.json,
+                      lambda r, name: _dumps(_json_result(r, req, name)), _say)
+    opts.printed = opts.json
+    return code
+
+
+def _legacy_exec(opts, ep, req, legacy):
+    """Run on a first-hostlink daemon (protocol = hlnk): its JSON answer, our exit codes."""
+    from .errors import HostlinkError, TimedOut
+    _need_token(ep)
+    obj = {"version": 1, "type": "exec", "id": _new_id(), "token": ep.token,
+           "command": req.command if req.command is not None else " ".join(req.argv),
+           "timeout_ms": req.timeout_ms, "env": dict(req.env), "workdir": req.cwd or "/"}
+    resp = legacy.request(ep, obj, _connect_timeout(opts))
+    if opts.json:
+        _print_json(resp)
+        opts.printed = True
+    status = resp.get("status")
+    if status == "timeout":
+        raise TimedOut(resp.get("error_msg") or "timed out")
+    if status != "ok":
+        from .errors import AuthFailed, BadRequest
+        raise {"auth_failed": AuthFailed, "bad_request": BadRequest}.get(status, HostlinkError)(
+            resp.get("error_msg") or status)
+    if not opts.json:
+        sys.stdout.write(resp.get("stdout", ""))
+        sys.stderr.write(resp.get("stderr", ""))
+    return resp.get("exit_code", 1)
+
+
 def _replace(req, **changes):
     fields = {n: getattr(req, n) for n in req.__slots__}
     fields.update(changes)
     return type(req)(**fields)
 
 
-def cmd_ping(opts, words, environ):
-    from .client import Session
-    ep = endpoint(opts, environ)
+def ping(ep, connect_timeout_ms):
+    """(node, uptime_s) of the daemon at ``ep``; raises HostlinkError."""
     _need_token(ep)
-    session = Session(ep, _connect_timeout(opts))
+    if ep.protocol == "hlnk":
+        from . import legacy
+        resp = legacy.request(ep, {"version": 1, "type": "ping", "id": _new_id(), "token": ep.token},
+                              connect_timeout_ms)
+        if resp.get("status") != "ok":
+            from .errors import AuthFailed
+            raise AuthFailed(resp.get("error_msg") or resp.get("status"))
+        return resp.get("node", ""), resp.get("uptime_s", 0)
+    from .client import Session
+    session = Session(ep, connect_timeout_ms)
     try:
         r = session.ping()
     finally:
         session.close()
+    return r.node, r.uptime_s
+
+
+def cmd_ping(opts, words, environ):
+    ep = endpoint(opts, environ)
+    node, uptime = ping(ep, _connect_timeout(opts))
     if opts.json:
-        _print_json({"version": 1, "id": _new_id(), "node": r.node, "status": "ok",
-                     "uptime_s": r.uptime_s})
+        _print_json({"version": 1, "id": _new_id(), "node": node, "status": "ok",
+                     "uptime_s": uptime})
     else:
-        sys.stdout.write("[%s] pong - uptime %ds\n" % (r.node, r.uptime_s))
+        sys.stdout.write("[%s] pong - uptime %ds\n" % (node, uptime))
     return 0
 
 
 def cmd_targets(opts, words, environ):
     from . import targets
     rows = targets.listing(opts.targets_file, environ)
+    if opts.ping:
+        _ping_all(rows, opts, environ)
     if opts.json:
         _print_json(rows)
     else:
         width = max(len(r["name"]) for r in rows)
+        wide = max(len(r["where"]) for r in rows)
         for r in rows:
             mark = "*" if r["default"] else " "
-            sys.stdout.write("%s %-*s  %-4s  %s\n" % (mark, width, r["name"], r["transport"],
-                                                     r["where"]))
+            line = "%s %-*s  %-4s  %-*s" % (mark, width, r["name"], r["transport"], wide, r["where"])
+            if opts.ping:
+                line += "  %s" % r["state"] + ("  %s (up %ds)" % (r["node"], r["uptime_s"])
+                                               if r["state"] == "ok" else "")
+            sys.stdout.write(line.rstrip() + "\n")
     return 0
+
+
+def _ping_all(rows, opts, environ):
+    """Ping every target at once, with a short connect timeout; adds state, node, uptime_s."""
+    import threading
+    from .errors import AuthFailed, ConnectFailed, HostlinkError
+    from . import targets
+
+    def one(row):
+        try:
+            if row["name"] == "(local)":
+                from .client import Endpoint
+                ep = Endpoint(name="(local)", socket=row["where"])
+            else:
+                ep = targets.find(row["name"], opts.targets_file, environ)
+            if not ep.token:
+                ep.token = opts.token or environ.get("HOSTLINK_TOKEN", "")
+            row["node"], row["uptime_s"] = ping(ep, min(_connect_timeout(opts), 2000))
+            row["state"] = "ok"
+        except AuthFailed:
+            row["state"] = "auth failed"
+        except ConnectFailed as exc:
+            row["state"] = "tls mismatch" if "fingerprint" in exc.message else "unreachable"
+        except HostlinkError as exc:
+            row["state"] = "error: %s" % exc.message
+    threads = [threading.Thread(target=one, args=(r,)) for r in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _need_token(ep):
@@ -265,7 +380,7 @@ def _text(data):
         return data.decode("utf-8", "replace"), base64.b64encode(data).decode("ascii")
 
 
-def _json_result(r, req):
+def _json_result(r, req, target=None):
     out = {"version": 1, "id": _new_id(), "node": r.node,
            "status": "timeout" if r.timed_out else "ok",
            "exit_code": -2 if r.timed_out else r.returncode}
@@ -278,12 +393,18 @@ def _json_result(r, req):
                signal=r.signal, timed_out=r.timed_out)
     if r.timed_out:
         out["error_msg"] = "command timed out after %d ms and was killed" % r.timeout_ms
+    if target is not None:
+        out["target"] = target
     return out
 
 
-def _print_json(obj):
+def _dumps(obj):
     import json
-    sys.stdout.write(json.dumps(obj) + "\n")
+    return json.dumps(obj)
+
+
+def _print_json(obj):
+    sys.stdout.write(_dumps(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -328,6 +449,10 @@ def run(argv, environ, compat=False):
         name, words = rest[0], rest[1:]
         if name == "exec":
             words = parse(words, opts, _EXEC_OPTIONS)
+        elif words:
+            words = parse(words, opts)
+            if words:
+                raise UsageError("%s takes no argument %r" % (name, words[0]))
         handler = COMMANDS.get(name)
         if handler is None:
             raise UsageError("unknown command %r (try exec, ping, targets or doctor)" % name)

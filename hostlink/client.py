@@ -23,13 +23,17 @@ _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 class Endpoint:
     """Where a daemon listens, and the token it wants."""
 
-    def __init__(self, name="", socket="", address="", port=9876, token="", timeout_ms=0):
+    def __init__(self, name="", socket="", address="", port=9876, token="", timeout_ms=0,
+                 tls="required", fingerprint="", protocol="hostlink"):
         self.name = name
         self.socket = socket
         self.address = address
         self.port = port
         self.token = token
         self.timeout_ms = timeout_ms
+        self.tls = tls  # TCP only: "required" (pinned by fingerprint) or "off"
+        self.fingerprint = fingerprint
+        self.protocol = protocol  # "hostlink", or "hlnk" for a first-hostlink daemon
 
     @property
     def where(self):
@@ -63,6 +67,8 @@ def connect(ep, connect_timeout_ms=5000):
     sock.settimeout(connect_timeout_ms / 1000)
     try:
         sock.connect(target)
+        if not ep.socket and ep.tls != "off" and ep.protocol != "hlnk":
+            sock = _tls(ep, sock)
     except OSError as exc:
         sock.close()
         raise ConnectFailed(_connect_hint(ep, exc)) from None
@@ -70,11 +76,39 @@ def connect(ep, connect_timeout_ms=5000):
     return sock
 
 
+def _tls(ep, raw):
+    """Wrap a TCP socket in TLS and check the daemon's certificate against the pinned fingerprint."""
+    import hashlib
+    import socket as socket_mod
+    import ssl
+    if not ep.fingerprint:
+        raw.close()
+        raise ConnectFailed(
+            "target %s (%s) has no tls_fingerprint: run 'hostlink-install show-target' on that host "
+            "and put its tls_fingerprint line in targets.conf (or tls = off for a WireGuard-only "
+            "address)" % (ep.name or "-a", ep.where))
+    sock = socket_mod.socket(fileno=raw.detach())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the pin below is the check, as ssh's known_hosts is
+    tls_sock = ctx.wrap_socket(sock)
+    seen = "sha256:" + hashlib.sha256(tls_sock.getpeercert(binary_form=True)).hexdigest()
+    want = ep.fingerprint.lower().replace(":", "").replace("sha256", "sha256:", 1)
+    if seen != want:
+        tls_sock.close()
+        raise ConnectFailed(
+            "TLS fingerprint mismatch for %s: expected %s, the daemon has %s; if its certificate was "
+            "remade, update tls_fingerprint in targets.conf (hostlink-install show-target on that "
+            "host prints it), otherwise something is in the middle" % (ep.where, ep.fingerprint, seen))
+    return tls_sock
+
+
 def _connect_hint(ep, exc):
     import errno
     where = ep.where
     if not ep.socket:
-        return "cannot connect to %s: %s" % (where, exc.strerror or "timed out")
+        return "cannot connect to %s: %s" % (where, exc.strerror or exc or "timed out")
     if exc.errno == errno.ENOENT:
         folder = os.path.dirname(where)
         if os.path.isdir(folder) and os.listdir(folder) == []:
@@ -130,12 +164,16 @@ class Session:
                 self.result.uptime_s = event.uptime_s
                 return self.result
 
-    def exec(self, request, capture=False):
-        """Run ``request`` (a protocol.Exec); capture=True relays and keeps output in the Result."""
+    def exec(self, request, capture=False, out=None, signals=True):
+        """Run ``request`` (a protocol.Exec); capture=True relays and keeps output in the Result.
+
+        ``out(kind, data)`` receives relayed output instead of our stdout/stderr (fan-out);
+        ``signals=False`` leaves signal handlers alone (only the main thread may set them).
+        """
         fds_mode = request.mode == "fds"
         data = self._hello + self.conn.send(request)
         self._hello = b""
-        old = {sig: _signal.signal(sig, self._forward) for sig in _FORWARDED}
+        old = {sig: _signal.signal(sig, self._forward) for sig in _FORWARDED} if signals else {}
         try:
             if fds_mode:
                 std = _std_fds()
@@ -147,7 +185,7 @@ class Session:
                     pass
             else:
                 self._send(data)
-                self._relay(capture)
+                self._relay(capture, out)
         finally:
             for sig, handler in old.items():
                 _signal.signal(sig, handler)
@@ -207,27 +245,34 @@ class Session:
             out(event)
         return True
 
-    def _relay(self, capture):
-        """Pump stdin to the daemon and its output frames to ours (or to the Result)."""
+    def _relay(self, capture, sink=None):
+        """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink)."""
         import select
+        if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
+            import ssl
+            again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        else:
+            again = (BlockingIOError,)
         r = self.result
         if capture:
             chunks = {p.Stdout: [], p.Stderr: []}
 
             def out(event):
                 chunks[type(event)].append(event.data)
+        elif sink is not None:
+            def out(event):
+                sink(1 if type(event) is p.Stdout else 2, event.data)
         else:
             def out(event):
                 _write_all(1 if type(event) is p.Stdout else 2, event.data)
         sock_fd = self.sock.fileno()
         self.sock.setblocking(False)
         pending = b""
-        stdin_open = True
         try:
             os.fstat(0)
+            stdin_open = True
         except OSError:
             stdin_open = False
-        if not stdin_open:
             pending = self.conn.send(p.StdinEof())
         poller = select.poll()
         rbuf = bytearray(RECV_SIZE)  # reused for every read: no allocation per chunk
@@ -235,35 +280,40 @@ class Session:
         running = True
         while running:
             poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
-            if stdin_open and not pending:
-                poller.register(0, select.POLLIN)
-            elif stdin_open:
-                try:
-                    poller.unregister(0)
-                except KeyError:
-                    pass
-            for fd, ev in poller.poll():
+            if stdin_open:
+                if pending:  # backpressure: no more stdin until the daemon took what we have
+                    poller.register(0, 0)
+                else:
+                    poller.register(0, select.POLLIN)
+            if len(again) > 1 and self.sock.pending():
+                ready = [(sock_fd, select.POLLIN)]
+            else:
+                ready = poller.poll()
+            for fd, ev in ready:
                 if fd == 0:
+                    if not ev & (select.POLLIN | select.POLLHUP):
+                        continue
                     data = os.read(0, STDIN_CHUNK)
                     pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
                     if not data:
                         stdin_open = False
                         poller.unregister(0)
-                elif ev & select.POLLOUT and pending:
+                    continue
+                if ev & select.POLLOUT and pending:
                     try:
                         pending = pending[self.sock.send(pending):]
-                    except BlockingIOError:
+                    except again:
                         pass
                     except OSError:
                         pending = b""  # the command ended and the daemon stopped reading
-                if fd == sock_fd and ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     try:
                         n = self.sock.recv_into(rbuf)
-                    except BlockingIOError:
+                    except again:
                         continue
                     except OSError as exc:
                         raise ConnectFailed("lost the daemon at %s: %s"
-                                            % (self.ep.where, exc.strerror))
+                                            % (self.ep.where, exc.strerror or exc))
                     self.conn.receive_data(rview[:n])
                     while running:
                         event = self._parse()

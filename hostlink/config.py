@@ -101,6 +101,9 @@ KEYS = {
     "tcp_bind": (_str, "127.0.0.1", "TCP address"),
     "tcp_port": (_int(1, 65535), 9876, "TCP port (the first hostlink's)"),
     "tcp_allow_any": (_bool, False, "permit a wildcard tcp_bind"),
+    "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
+    "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),
+    "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
 }
 ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
 # The first hostlink's keys that mean nothing here: output is streamed, never capped or spooled.
@@ -243,7 +246,17 @@ def _client_key(client, key, value, where, lineno, seen):
         setattr(client, key, parsed)
 
 
+def _tls_defaults(cfg):
+    # A first-hostlink conf with TCP on and no tls key: optional, so its clients keep working.
+    if not cfg.tls:
+        cfg.tls = "optional"
+    base = os.path.dirname(os.path.abspath(cfg.path))
+    cfg.tls_cert = cfg.tls_cert or os.path.join(base, "hostlink.crt")
+    cfg.tls_key = cfg.tls_key or os.path.join(base, "hostlink.key")
+
+
 def _check(cfg):
+    _tls_defaults(cfg)
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
         raise ConfigError("%s: default_timeout_ms (%d) is over max_timeout_ms (%d)"
                           % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms))

@@ -14,7 +14,7 @@ import stat
 import struct
 import time
 
-from . import __version__, config, policy, protocol as p, spawn
+from . import __version__, config, legacy, policy, protocol as p, spawn, tls
 from .audit import AuditLog, peer_container
 from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
 
@@ -116,6 +116,7 @@ class Server:
         self._listeners = []
         self._stopping = None
         self._failures = {}
+        self.tls_context = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -126,6 +127,8 @@ class Server:
         try:
             if self.cfg.unix_enabled:
                 self._listen(bind_unix(self.cfg))
+            if self.cfg.tcp_enabled:
+                self._listen_tcp()
             log.info("hostlinkd %s serving %s as node %s (max_concurrent %d)", __version__,
                      self.cfg.socket, self.cfg.node, self.cfg.max_concurrent)
             await self._stopping
@@ -136,6 +139,23 @@ class Server:
         sock.setblocking(False)
         self._listeners.append(sock)
         self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _listen_tcp(self):
+        cfg = self.cfg
+        if cfg.tls != "off":
+            self.tls_context = tls.server_context(cfg.tls_cert, cfg.tls_key, cfg.node)
+        family = socket.AF_INET6 if ":" in cfg.tcp_bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.tcp_bind, cfg.tcp_port))
+        sock.listen(512)
+        self._listen(sock)
+        log.info("TCP on %s:%d, tls = %s%s", cfg.tcp_bind, cfg.tcp_port, cfg.tls,
+                 "" if cfg.tls == "off" else " (fingerprint %s)" % tls.fingerprint(cfg.tls_cert))
+        if cfg.tls != "required":
+            log.warning("TCP on %s:%d also serves plain text (tls = %s): tokens cross the network "
+                        "in clear; set tls = required unless only WireGuard reaches this address",
+                        cfg.tcp_bind, cfg.tcp_port, cfg.tls)
 
     def stop(self):
         if self._stopping and not self._stopping.done():
@@ -220,13 +240,16 @@ class Server:
             conn = p.Connection(p.SERVER)
             deadline = self.cfg.auth_timeout_ms / 1000
             try:
-                event = await asyncio.wait_for(_next(chan, conn, fds), deadline)
+                event = await asyncio.wait_for(self._open(chan, conn, fds), deadline)
             except asyncio.TimeoutError:
                 await _answer(chan, conn, p.Error("auth_timeout", "no token within %d ms"
                                                   % self.cfg.auth_timeout_ms))
                 record = {"event": "auth", "result": "auth_timeout"}
                 return
             if event is None:
+                return
+            if event is legacy.HLNK:
+                record = await legacy.serve(self, chan, peer)
                 return
             client = self._client_for(event.token)
             if client is None:
@@ -279,6 +302,25 @@ class Server:
                 record = {}  # a flood of these would only flood the log
             if record and peer is not None:
                 self.audit.write(**record, **peer.fields())
+
+    async def _open(self, chan, conn, fds):
+        """Tell the protocol from the first bytes (HLK2, the first hostlink's HLNK, or TLS), do the
+        TLS handshake where there is one, and return the first event (or legacy.HLNK)."""
+        head = await chan.peek(4)
+        tcp = chan.sock.family != socket.AF_UNIX
+        if head == legacy.MAGIC:
+            if tcp and self.cfg.tls == "required":
+                raise p.ProtocolError("this daemon requires TLS (tls = required); the first "
+                                      "hostlink's clients cannot speak it")
+            return legacy.HLNK
+        if tcp and head[:1] == b"\x16":
+            if self.tls_context is None:
+                raise p.ProtocolError("TLS is off on this daemon (tls = off)")
+            await chan.handshake(self.tls_context)
+        elif tcp and self.cfg.tls == "required" and head:
+            raise p.ProtocolError("this daemon requires TLS (tls = required): set tls_fingerprint "
+                                  "in the target (hostlink-install show-target prints it)")
+        return await _next(chan, conn, fds)
 
     def _client_for(self, token):
         """The Client whose token this is, or None; compares every token in full (constant time)."""

@@ -74,6 +74,13 @@ def endpoint(name, entry, path):
     else:
         raise UsageError("%s: target [%s]: transport must be unix or tcp, not %r"
                          % (path, name, transport))
+    ep.tls = entry.get("tls", "required")
+    if ep.tls not in ("required", "optional", "off"):
+        raise UsageError("%s: target [%s]: tls must be required or off, not %r" % (path, name, ep.tls))
+    ep.fingerprint = entry.get("tls_fingerprint", "")
+    ep.protocol = entry.get("protocol", "hostlink")
+    if ep.protocol not in ("hostlink", "hlnk"):
+        raise UsageError("%s: target [%s]: protocol must be hostlink or hlnk" % (path, name))
     ep.token = entry.get("token", "")
     if not ep.token and entry.get("token_file"):
         try:
@@ -83,6 +90,14 @@ def endpoint(name, entry, path):
             raise UsageError("%s: target [%s]: cannot read token_file %s: %s"
                              % (path, name, entry["token_file"], exc.strerror)) from None
     return ep
+
+
+def all_names(explicit, environ):
+    """Every target name in the targets file (for --all)."""
+    path = search_path(explicit, environ)
+    if path is None:
+        raise UsageError("--all needs a targets file (--targets-file, HOSTLINK_TARGETS, %s)" % SYSTEM_FILE)
+    return list(load(path))
 
 
 def find(name, explicit, environ):
