@@ -242,6 +242,10 @@ def _fanout(opts, environ, names, req):
     code = fanout.run(eps, req, _connect_timeout(opts), opts.json,
                       lambda r, name: _dumps(_json_result(r, req, name)), _say)
     opts.printed = opts.json
+    if code > 1:  # the worst outcome is hostlink's own: keep its code, not "remote failed"
+        err = HostlinkError("the worst outcome over %d targets: exit %d" % (len(eps), code))
+        err.exit_code = code
+        raise err
     return code
 
 

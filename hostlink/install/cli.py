@@ -30,11 +30,13 @@ def host_cmd(
     socket_dir: Optional[str] = typer.Option(None, help="socket directory on the host (default ROOT/run/hostlink)"),
     compose_file: Optional[str] = typer.Option(None, help="your compose file: its version and the service's group_add are carried over"),
     shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
+    tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
 ):
     """Install hostlinkd on this host, start it, and set up the workspace for an agent."""
     opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
                         no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
-                        group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell)
+                        group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell,
+                        tcp=tcp)
     try:
         report, changes = host.install(opts)
     except (host.InstallError, OSError) as exc:
@@ -125,6 +127,32 @@ def sidecar(
             typer.echo("unchanged %s" % ch.path)
     if not dry_run:
         typer.echo("next: docker-compose -f %s -p %s up -d" % (changes[1].path, project))
+
+
+@app.command("show-target")
+def show_target(
+    name: Optional[str] = typer.Option(None, help="target name (default: this host's name)"),
+    root: str = typer.Option("/", help="the --root of the install"),
+    address: Optional[str] = typer.Option(None, help="address clients use (default: tcp_bind)"),
+):
+    """Print the targets.conf section a remote client needs, with the certificate's fingerprint."""
+    from .. import config, tls
+    layout = host.Layout(host.Options(root=root))
+    try:
+        cfg = config.load(layout.conf)
+    except config.ConfigError as exc:
+        _fail(str(exc))
+    if not cfg.tcp_enabled:
+        _fail("TCP is off in %s: run hostlink-install host --tcp ADDR:PORT first" % layout.conf)
+    lines = ["[%s]" % (name or cfg.node), "transport = tcp", "address = %s" % (address or cfg.tcp_bind),
+             "port = %d" % cfg.tcp_port, "token = %s" % cfg.auth_token]
+    if cfg.tls == "off":
+        lines.append("tls = off")
+    else:
+        if not os.path.exists(cfg.tls_cert):
+            tls.generate(cfg.tls_cert, cfg.tls_key, cfg.node)
+        lines.append("tls_fingerprint = %s" % tls.fingerprint(cfg.tls_cert))
+    typer.echo("\n".join(lines))
 
 
 @app.command()

@@ -32,7 +32,7 @@ class Options:
 
     def __init__(self, root="/", workspace=None, service="openclaw", dry_run=False, no_start=False,
                  rotate_token=False, openclaw_config=None, group="hostlink", socket_dir=None,
-                 compose_file=None, shell="/bin/bash", node_name=""):
+                 compose_file=None, shell="/bin/bash", node_name="", tcp=None):
         self.root = os.path.abspath(root)
         self.workspace = os.path.abspath(workspace) if workspace else None
         self.service = service
@@ -45,6 +45,7 @@ class Options:
         self.compose_file = compose_file
         self.shell = shell
         self.node_name = node_name
+        self.tcp = tcp
 
 
 class Layout:
@@ -64,6 +65,8 @@ class Layout:
         self.pid_file = r("/run/hostlink-install/hostlinkd.pid")
         self.log_dir = r("/var/log/hostlink")
         self.audit_log = os.path.join(self.log_dir, "audit.log")
+        self.tls_cert = r("/etc/hostlink/hostlink.crt")
+        self.tls_key = r("/etc/hostlink/hostlink.key")
         self.daemon_log = os.path.join(self.log_dir, "hostlinkd.log")
         self.state = r("/var/lib/hostlink/installed.json")
 
@@ -131,7 +134,8 @@ def plan(opts, layout, token, gid):
     conf = render("installer", "hostlink.conf.j2", node_name=opts.node_name or _socket.gethostname(),
                   token=token, shell=opts.shell, socket=layout.socket, group_gid=max(gid, 0),
                   max_concurrent=16, default_timeout_ms=30000, max_timeout_ms=86400000,
-                  audit_log=layout.audit_log, log_target="stderr", namespace_pid=0)
+                  audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
+                  tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key)
     changes = [Change(layout.conf, conf, 0o600)]
     unit = render("installer", "hostlinkd.service.j2", exec_start=" ".join(daemon_command()),
                   conf=layout.conf, runtime_dir=os.path.basename(layout.socket_dir),
@@ -157,6 +161,18 @@ def plan(opts, layout, token, gid):
             path = os.path.join(opts.workspace, ".env")
             changes.append(Change(path, env_file(path, env), 0o600))
     return changes
+
+
+def _tcp(spec):
+    """(address, port) from ADDR:PORT, or None."""
+    if not spec:
+        return None
+    addr, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not addr:
+        raise InstallError("--tcp wants ADDR:PORT, e.g. 10.0.0.1:9876, not %r" % spec)
+    if addr.strip("[]") in ("0.0.0.0", "::"):
+        raise InstallError("--tcp %s listens on every network; give the WireGuard or LAN address" % spec)
+    return addr.strip("[]"), int(port)
 
 
 def _client_bytes():
@@ -329,6 +345,11 @@ def install(opts):
             report.append("wrote %s" % ch.path)
         else:
             report.append("unchanged %s" % ch.path)
+    if opts.tcp and not os.path.exists(layout.tls_cert):
+        from .. import tls
+        tls.generate(layout.tls_cert, layout.tls_key, opts.node_name or _socket.gethostname())
+        report.append("made a TLS key and certificate: %s (show-target prints its fingerprint)"
+                      % layout.tls_cert)
     if opts.workspace:
         link = os.path.join(opts.workspace, "bin", "hostlink-cli")
         if not os.path.islink(link):
@@ -363,6 +384,7 @@ def _missing_dirs(paths):
 def _record(layout, opts, changes, created):
     shared = (os.path.join(opts.workspace or "", ".env"), opts.openclaw_config)
     paths = [c.path for c in changes if c.path not in shared] + [layout.daemon_log]
+    paths += [p for p in (layout.tls_cert, layout.tls_key) if os.path.exists(p)]
     if opts.workspace:
         paths.append(os.path.join(opts.workspace, "bin", "hostlink-cli"))
     try:
