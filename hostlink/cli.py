@@ -182,7 +182,7 @@ def _request(opts, words, environ):
     else:
         argv, command = None, " ".join(words)
         if not command.strip():
-            raise UsageError("the command is empty: nothing to run")
+            raise UsageError("empty command: a command is required; nothing was run")
     if opts.workdir and not opts.workdir.startswith("/"):
         raise UsageError("-w wants an absolute path on the host, got %r" % opts.workdir)
     if "TERM" in environ and os.isatty(1) and not opts.json:

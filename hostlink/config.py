@@ -107,7 +107,7 @@ KEYS = {
 }
 ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
 # The first hostlink's keys that mean nothing here: output is streamed, never capped or spooled.
-IGNORED = ("default_max_output_bytes", "max_output_bytes", "output_tmpdir")
+IGNORED = ("default_max_output_bytes", "max_output_bytes", "output_tmpdir", "max_concurrent_io")
 
 
 class Config:

@@ -225,7 +225,7 @@ def encode(event):
 
 def _text(raw, name):
     if len(raw) > MAX_STRING:
-        raise ProtocolError("field %r is %d bytes, over the limit of %d" % (name, len(raw), MAX_STRING))
+        raise ProtocolError("%s too long: %d bytes (max %d)" % (name, len(raw), MAX_STRING))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

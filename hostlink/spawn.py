@@ -81,7 +81,7 @@ def build_argv(cfg, request, env, cwd):
         argv = list(request.argv)
     else:
         if not request.command.strip():
-            raise SpawnError("bad_request", "empty command: nothing to run")
+            raise SpawnError("bad_request", "empty command: a command is required; nothing was run")
         env[_COMMAND_VAR] = request.command
         argv = [cfg.shell, "-c", _STUB]
     if cfg.namespace_pid:

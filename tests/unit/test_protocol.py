@@ -114,7 +114,7 @@ def test_malformed_fields(payload, message):
 
 
 def test_string_over_limit():
-    with pytest.raises(p.ProtocolError, match="over the limit"):
+    with pytest.raises(p.ProtocolError, match="too long"):
         p.decode_fields(p.Exec, p.encode(p.Exec(command="x" * (p.MAX_STRING + 1)))[5:])
 
 
