@@ -29,6 +29,7 @@ _OPTIONS = {
     "-x": ("exit_status", False), "--exit-status": ("exit_status", False),
     "--argv": ("argv", False),
     "--relay": ("relay", False),
+    "--tty": ("tty", False),
     "--all": ("all", False),
     "--ping": ("ping", False),
     "--fingerprint": ("fingerprint", True),
@@ -38,7 +39,7 @@ _OPTIONS = {
 }
 # Options that may also follow ``exec`` (before the command words).
 _EXEC_OPTIONS = ("-w", "--workdir", "-e", "--env", "-T", "--timeout", "-j", "--json",
-                 "-x", "--exit-status", "--argv", "--relay")
+                 "-x", "--exit-status", "--argv", "--relay", "--tty")
 
 USAGE = """\
 usage: hostlink [OPTIONS] COMMAND [ARGS]
@@ -66,6 +67,7 @@ options:
   -C, --connect-timeout MS give up connecting after MS milliseconds (default 5000)
   -j, --json               print one JSON object with stdout, stderr and exit_code
   -x, --exit-status        exit with the remote command's own status, as ssh does
+      --tty                give the command a pseudo-terminal on the host (as ssh -t), relayed
       --relay              stream through the connection instead of passing this process's
                            stdin/stdout/stderr to the command (always so with -j and TCP)
   -V, --version            print the version
@@ -86,7 +88,7 @@ class Options:
         self.timeout = self.connect_timeout = self.workdir = None
         self.env = []
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
-        self.all = self.ping = self.plain = False
+        self.all = self.ping = self.plain = self.tty = False
         self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
 
@@ -211,12 +213,19 @@ def cmd_exec(opts, words, environ):
         from . import legacy
         return _legacy_exec(opts, ep, req, legacy)
     timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
-    req = _replace(req, timeout_ms=timeout, mode="fds" if ep.socket and not (opts.json or opts.relay) else "relay")
+    fds = ep.socket and not (opts.json or opts.relay or opts.tty)
+    req = _replace(req, timeout_ms=timeout, mode="fds" if fds else "relay")
+    if opts.tty:
+        rows, cols = _winsize()
+        req = _replace(req, tty=True, rows=rows, cols=cols)
     _need_token(ep)
     session = Session(ep, _connect_timeout(opts))
+    restore = _raw_terminal() if opts.tty else None
     try:
         result = session.exec(req, capture=opts.json)
     finally:
+        if restore:
+            restore()
         session.close()
     warning = check_timeout(result, timeout)
     if warning:
@@ -271,6 +280,31 @@ def _legacy_exec(opts, ep, req, legacy):
         sys.stdout.write(resp.get("stdout", ""))
         sys.stderr.write(resp.get("stderr", ""))
     return resp.get("exit_code", 1)
+
+
+def _winsize():
+    """(rows, cols) of our terminal, or (0, 0)."""
+    import fcntl
+    import struct
+    import termios
+    for fd in (0, 1, 2):
+        try:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            return rows, cols
+        except OSError:
+            continue
+    return 0, 0
+
+
+def _raw_terminal():
+    """Put our terminal in raw mode (keys go to the remote terminal); returns the undo, or None."""
+    if not os.isatty(0):
+        return None
+    import termios
+    import tty
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    return lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def _replace(req, **changes):

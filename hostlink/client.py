@@ -174,6 +174,8 @@ class Session:
         data = self._hello + self.conn.send(request)
         self._hello = b""
         old = {sig: _signal.signal(sig, self._forward) for sig in _FORWARDED} if signals else {}
+        if signals and request.tty:
+            old[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self._resize)
         try:
             if fds_mode:
                 std = _std_fds()
@@ -192,6 +194,18 @@ class Session:
         return self.result
 
     # ---- internals -----------------------------------------------------------------------------
+
+    def _resize(self, signum, frame):
+        from .cli import _winsize
+        rows, cols = _winsize()
+        if rows and cols:
+            self._queue(self.conn.send(p.Resize(rows, cols)))
+
+    def _queue(self, data):
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass
 
     def _forward(self, signum, frame):
         try:

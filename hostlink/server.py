@@ -6,6 +6,7 @@ descriptors the client passed (fds mode) or on pipes that this module relays as 
 """
 
 import asyncio
+import errno
 import hmac
 import logging
 import os
@@ -65,6 +66,7 @@ class Job:
         self.started = time.monotonic()
         self.exited = server.loop.create_future()
         self.timed_out = False
+        self.tty = False
         self.hung_up = False
         self._timers = []
         if timeout_ms:
@@ -374,7 +376,7 @@ class Server:
         elif req.mode == "relay":
             if fds:
                 raise p.ProtocolError("relay mode takes no descriptors")
-            stdio, ours = _relay_pipes()
+            stdio, ours = _pty(req) if req.tty else _relay_pipes()
             _grow_send_buffer(chan.sock)
         else:
             raise p.ProtocolError("unknown mode %r" % req.mode)
@@ -382,7 +384,7 @@ class Server:
             user = policy.user_for(cfg, client)
             cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
             policy.check(cfg, client, req, cwd)
-            proc = spawn.spawn(cfg, req, user, cwd, *stdio)
+            proc = spawn.spawn(cfg, req, user, cwd, *stdio, tty=req.tty and req.mode == "relay")
         except spawn.SpawnError as exc:
             close_all(ours)
             record.update(result=exc.code, error=exc.message)
@@ -391,6 +393,7 @@ class Server:
         finally:
             close_all(stdio)  # the child has its copies; ours would hold pipes open
         job = Job(self, proc, timeout)
+        job.tty = req.tty and req.mode == "relay"
         self.jobs.add(job)
         record.update(pid=proc.pid, timeout_ms=timeout)
         try:
@@ -409,9 +412,9 @@ class Server:
     async def _run(self, chan, conn, fds, job, pipes, timeout):
         await chan.send(conn.send(p.Started(job.proc.pid, timeout)))
         tasks = [self.loop.create_task(self._client_input(chan, conn, fds, job, pipes))]
-        if pipes:
-            tasks.append(self.loop.create_task(self._pump(chan, conn, pipes[1], p.Stdout, job)))
-            tasks.append(self.loop.create_task(self._pump(chan, conn, pipes[2], p.Stderr, job)))
+        for fd, kind in zip(pipes[1:], (p.Stdout, p.Stderr)):
+            if fd >= 0:
+                tasks.append(self.loop.create_task(self._pump(chan, conn, fd, kind, job)))
         try:
             status = await job.exited
             if len(tasks) > 1:
@@ -442,9 +445,17 @@ class Server:
                     if stdin >= 0:
                         stdin = await _write_all(self.loop, stdin, event.data)
                 elif isinstance(event, p.StdinEof):
-                    if stdin >= 0:
+                    if stdin >= 0 and job.tty:
+                        await _write_all(self.loop, stdin, b"\x04")  # a terminal's end of input
+                    elif stdin >= 0:
                         os.close(stdin)
                         pipes[0] = stdin = -1
+                elif isinstance(event, p.Resize):
+                    if job.tty and stdin >= 0 and 0 < event.rows < 10000 and 0 < event.cols < 10000:
+                        import fcntl
+                        import termios
+                        fcntl.ioctl(stdin, termios.TIOCSWINSZ,
+                                    struct.pack("HHHH", event.rows, event.cols, 0, 0))
         except (ConnectionError, OSError, p.ProtocolError, TooManyFds) as exc:
             log.debug("client input ended: %s", exc)
         if not job.exited.done():
@@ -457,7 +468,11 @@ class Server:
         while True:
             try:
                 n = os.readv(fd, [buf])
-            except BlockingIOError:
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return  # a pseudo-terminal whose other side closed: its end of file
+                if not isinstance(exc, BlockingIOError):
+                    raise
                 if job.exited.done():
                     return  # what a background child writes later is not waited for
                 await wait_readable(self.loop, fd, until=job.exited)
@@ -526,6 +541,18 @@ def _grow_send_buffer(sock):
             return
         except OSError:
             continue
+
+
+def _pty(req):
+    """A pseudo-terminal for a relayed command (--tty): the child's three ends, and ours."""
+    import fcntl
+    import termios
+    master, slave = os.openpty()
+    os.set_inheritable(master, False)
+    if req.rows and req.cols:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", req.rows, req.cols, 0, 0))
+    os.set_blocking(master, False)
+    return [slave, os.dup(slave), os.dup(slave)], [os.dup(master), master, -1]
 
 
 def _relay_pipes():

@@ -108,14 +108,25 @@ def working_dir(cfg, request, user, default=""):
     return user.pw_dir if os.path.isdir(host_path(cfg, user.pw_dir)) else "/"
 
 
-def spawn(cfg, request, user, cwd, stdin, stdout, stderr):
-    """Start ``request`` as ``user`` in ``cwd`` on the given descriptors; returns the Popen."""
+def _controlling_tty():
+    # In the child, after setsid: make the pseudo-terminal on fd 0 its controlling terminal.
+    import fcntl
+    import termios
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def spawn(cfg, request, user, cwd, stdin, stdout, stderr, tty=False):
+    """Start ``request`` as ``user`` in ``cwd`` on the given descriptors; returns the Popen.
+
+    With ``tty`` the descriptors are a pseudo-terminal that becomes the command's controlling
+    terminal (a preexec hook: hostlinkd is single-threaded, so it is safe here).
+    """
     env = build_env(cfg, user, request.env)
     argv = build_argv(cfg, request, env, cwd)
-    kw = {}
+    kw = {"preexec_fn": _controlling_tty} if tty else {}
     if user.pw_uid != os.getuid():
-        kw = {"user": user.pw_uid, "group": user.pw_gid,
-              "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+        kw.update(user=user.pw_uid, group=user.pw_gid,
+                  extra_groups=os.getgrouplist(user.pw_name, user.pw_gid))
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=None if cfg.namespace_pid else cwd,

@@ -224,3 +224,34 @@ def test_show_target_prints_a_working_section(tmp_path):
     conf = str(root / "etc/hostlink/hostlink.conf")
     assert "tls = required" in open(conf).read()
     assert ("tls_fingerprint = %s" % tls.fingerprint(str(root / "etc/hostlink/hostlink.crt"))) in r.stdout
+
+
+def test_tty_over_tcp_runs_an_interactive_program(remote):
+    import fcntl
+    import pty
+    import select
+    import termios
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(remote.cmd("--tty", "exec", "python3 -q"), stdin=follower,
+                            stdout=follower, stderr=follower, env=remote.tenv)
+    os.close(follower)
+    seen = b""
+
+    def expect(text, timeout=20):
+        nonlocal seen
+        import time
+        end = time.monotonic() + timeout
+        while text not in seen and time.monotonic() < end:
+            if select.select([leader], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    break
+        assert text in seen, seen
+    expect(b">>> ")
+    os.write(leader, b"import os; print(6*7, os.isatty(0), os.get_terminal_size().columns)\r")
+    expect(b"42 True 100")
+    os.write(leader, b"exit()\r")
+    assert proc.wait(20) == 0
+    os.close(leader)
