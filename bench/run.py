@@ -52,7 +52,7 @@ class Bench:
 
     # ---- setup ---------------------------------------------------------------------------------
 
-    def daemon(self, name, max_concurrent=16):
+    def daemon(self, name, max_concurrent=16, tcp_port=0):
         d = os.path.join(self.tmp, name)
         os.makedirs(d)
         conf = os.path.join(d, "hostlink.conf")
@@ -60,6 +60,9 @@ class Bench:
             f.write("auth_token = bench\nshell = /bin/bash\nsocket = %s/run/hostlink.sock\n"
                     "socket_mode = 0666\nmax_concurrent = %d\nmax_unauthenticated = 1024\n"
                     "audit_log = %s/audit.log\nlog_level = warning\n" % (d, max_concurrent, d))
+            if tcp_port:
+                f.write("tcp_enabled = yes\ntcp_bind = 127.0.0.1\ntcp_port = %d\ntls = required\n"
+                        % tcp_port)
         os.chmod(conf, 0o600)
         proc = subprocess.Popen([sys.executable, "-m", "hostlink.daemon", "-c", conf], cwd=ROOT)
         sock = os.path.join(d, "run", "hostlink.sock")
@@ -212,6 +215,27 @@ class Bench:
             self.row("memory", "daemon RSS idle (%s)" % label, idle / 1024, "MB", None, "goal < 30 MB")
             self.row("memory", "daemon peak RSS under 200 calls", peak / 1024, "MB")
 
+    def tcp(self):
+        """Relayed latency and throughput over TCP with TLS on loopback (from the host)."""
+        from hostlink import tls
+        port = 19000 + os.getpid() % 1000
+        proc, _ = self.daemon("tcp", tcp_port=port)
+        for _ in range(100):
+            if os.path.exists(os.path.join(self.tmp, "tcp", "hostlink.crt")):
+                break
+            time.sleep(0.05)
+        fp = tls.fingerprint(os.path.join(self.tmp, "tcp", "hostlink.crt"))
+        env = dict(os.environ, HOSTLINK_TOKEN="bench", HOSTLINK_PYTHON=SYSTEM_PY)
+        base = [self.app, "-a", "127.0.0.1:%d" % port, "--fingerprint", fp]
+        n = 15 if self.quick else 40
+        lat = median_ms(lambda: run(base + ["exec", "true"], env=env), n)
+        self.row("tcp", "hostlink over TCP+TLS (loopback), exec true", lat, "ms")
+        size = GIB // 4 if self.quick else GIB
+        t = statistics.median(self._time(lambda: subprocess.run(
+            base + ["exec", "head -c %d /dev/zero" % size], env=env, stdout=subprocess.DEVNULL,
+            check=True), 3))
+        self.row("tcp", "%d MiB over TCP+TLS (relayed)" % (size >> 20), size / 1e6 / t, "MB/s")
+
     def client_start(self):
         n = 20 if self.quick else 50
         for py in (SYSTEM_PY, shutil.which("python3")):
@@ -282,6 +306,7 @@ def main():
         single = [r for r in b.rows if r[1].startswith("hostlink exec true")][0]
         b.throughput()
         b.concurrency(float(single[2].split()[0]))
+        b.tcp()
         b.client_start()
         b.write()
     finally:

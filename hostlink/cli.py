@@ -13,6 +13,8 @@ from . import __version__
 from .errors import HostlinkError, UsageError
 
 DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
+# Names under which the client is itself; under any other name it is a shim (shims.py).
+CLIENT_NAMES = ("hostlink", "hostlink-cli", "__main__.py", "-c")
 
 # option -> (destination, takes a value); long and short spellings of the first hostlink too.
 _OPTIONS = {
@@ -53,6 +55,9 @@ commands:
   ping               check the daemon: prints [node] pong - uptime Xs
   targets [--ping]   list the targets of targets.conf (-j for JSON); --ping checks each
   doctor             check the socket, its permissions, the daemon and the token, with fixes
+  shim install NAME... [--dir DIR]
+                     make NAME a link to this client: run as NAME, it runs NAME on the host
+                     with exactly its arguments (shim list, shim remove NAME manage them)
 
 options:
   -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
@@ -91,6 +96,7 @@ class Options:
         self.all = self.ping = self.plain = self.tty = False
         self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
+        self.mapped_from = ""  # the container directory that HOSTLINK_PATH_MAP translated
 
 
 def parse(args, opts, allowed=None):
@@ -187,6 +193,9 @@ def _request(opts, words, environ):
             raise UsageError("empty command: a command is required; nothing was run")
     if opts.workdir and not opts.workdir.startswith("/"):
         raise UsageError("-w wants an absolute path on the host, got %r" % opts.workdir)
+    if environ.get("HOSTLINK_PATH_MAP"):
+        opts.mapped_from = opts.workdir or _cwd()
+        opts.workdir = _mapped_workdir(opts.workdir, environ)
     if "TERM" in environ and os.isatty(1) and not opts.json:
         env.insert(0, ("TERM", environ["TERM"]))
     return Exec(command=command, argv=argv, cwd=opts.workdir or "", env=tuple(env),
@@ -200,6 +209,22 @@ def _fanout_names(opts, environ):
         return targets.all_names(opts.targets_file, environ)
     name = opts.target or environ.get("HOSTLINK_TARGET") or ""
     return [n for n in name.split(",") if n] if "," in name else None
+
+
+def _mapped_workdir(workdir, environ):
+    """-w, or our own directory when no -w is given, through HOSTLINK_PATH_MAP."""
+    from .shims import path_map, to_host
+    mapping = path_map(environ)
+    if workdir:
+        return to_host(workdir, mapping) or workdir
+    return to_host(_cwd(), mapping) or ""
+
+
+def _cwd():
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
 
 
 def cmd_exec(opts, words, environ):
@@ -223,6 +248,10 @@ def cmd_exec(opts, words, environ):
     restore = _raw_terminal() if opts.tty else None
     try:
         result = session.exec(req, capture=opts.json)
+    except HostlinkError as exc:
+        if opts.mapped_from and req.cwd and req.cwd in exc.message:
+            exc.message += " (it is %s in this container, mapped by HOSTLINK_PATH_MAP)" % opts.mapped_from
+        raise
     finally:
         if restore:
             restore()
@@ -470,7 +499,44 @@ def cmd_doctor(opts, words, environ):
     return 0 if all(f.ok for f in findings) else 2
 
 
-COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor}
+def cmd_shim(opts, words, environ):
+    from . import shims
+    if not words or words[0] not in ("install", "list", "remove"):
+        raise UsageError("usage: hostlink shim install|list|remove [NAME...] [--dir DIR]")
+    action, names, directory = words[0], words[1:], os.path.dirname(shims.client_path())
+    if "--dir" in names:
+        i = names.index("--dir")
+        if i + 1 >= len(names):
+            raise UsageError("--dir needs a directory")
+        directory = names[i + 1]
+        del names[i:i + 2]
+    if action == "list":
+        for name in shims.listing(directory):
+            sys.stdout.write(name + "\n")
+        return 0
+    if not names:
+        raise UsageError("shim %s needs at least one program name" % action)
+    if action == "install":
+        for path in shims.install(names, directory):
+            sys.stdout.write("%s -> runs %s on the host\n" % (path, os.path.basename(path)))
+    else:
+        shims.remove(names, directory)
+    return 0
+
+
+def run_shim(prog, argv, environ):
+    """Started as a shim: run ``prog argv...`` on the host, exactly, and exit with its status."""
+    opts = Options()
+    opts.argv = opts.exit_status = True
+    try:
+        return cmd_exec(opts, [prog] + list(argv), environ)
+    except HostlinkError as exc:
+        _say(exc.message)
+        return 124 if exc.exit_code == 5 else 255
+
+
+COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor,
+            "shim": cmd_shim}
 
 
 def run(argv, environ, compat=False):
@@ -487,6 +553,8 @@ def run(argv, environ, compat=False):
         name, words = rest[0], rest[1:]
         if name == "exec":
             words = parse(words, opts, _EXEC_OPTIONS)
+        elif name == "shim":
+            pass  # its own arguments
         elif words:
             words = parse(words, opts)
             if words:
@@ -517,7 +585,10 @@ def main():
     prog = os.path.basename(sys.argv[0])
     compat = prog == "hostlink-cli"
     try:
-        code = run(sys.argv[1:], os.environ, compat)
+        if prog not in CLIENT_NAMES and not prog.startswith(("hostlink", "python")):
+            code = run_shim(prog, sys.argv[1:], os.environ)
+        else:
+            code = run(sys.argv[1:], os.environ, compat)
     except KeyboardInterrupt:
         code = 130
     try:

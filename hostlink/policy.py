@@ -100,6 +100,9 @@ def check(cfg, client, request, cwd):
                                        "safely (allow_shell = true permits them)" % who)
         return
     exe = resolve(cfg, request.argv[0]) if request.argv else None
+    if exe is not None and _is_hostlink_client(host_path(cfg, exe)):
+        raise SpawnError("spawn_failed", "%s on the host is itself a hostlink client or shim: running "
+                                         "it would call back into hostlink (a loop)" % exe)
     if exe is None:
         if client.allow:
             raise SpawnError("denied", "%s: %s is not an executable on the host, so no allow "
@@ -112,6 +115,15 @@ def check(cfg, client, request, cwd):
     if client.allow and not any(rule.matches(exe, args) for rule in client.allow):
         raise SpawnError("denied", "%s: no allow rule matches %s %s (rules: %s)"
                          % (who, exe, " ".join(args), "; ".join(r.text for r in client.allow)))
+
+
+def _is_hostlink_client(path):
+    from .zipapp import HEADER
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HEADER)) == HEADER
+    except OSError:
+        return False
 
 
 def _check_env(client, env, who):

@@ -31,12 +31,13 @@ def host_cmd(
     compose_file: Optional[str] = typer.Option(None, help="your compose file: its version and the service's group_add are carried over"),
     shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
     tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
+    workspace_mount: Optional[str] = typer.Option(None, help="where the workspace is mounted in the container: writes HOSTLINK_PATH_MAP so the same directory is used on the host"),
 ):
     """Install hostlinkd on this host, start it, and set up the workspace for an agent."""
     opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
                         no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
                         group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell,
-                        tcp=tcp)
+                        tcp=tcp, workspace_mount=workspace_mount)
     try:
         report, changes = host.install(opts)
     except (host.InstallError, OSError) as exc:
@@ -74,6 +75,7 @@ def container(
     root: str = typer.Option("/", help="the --root of the host install"),
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the host install"),
     group: str = typer.Option("hostlink", help="the socket group"),
+    shim: List[str] = typer.Option([], help="also make NAME run the host's NAME (repeatable)"),
 ):
     """Copy the client into a running container and check that the socket directory is mounted."""
     import docker
@@ -87,6 +89,11 @@ def container(
     except docker.errors.DockerException as exc:
         _fail("docker: %s" % exc)
     typer.echo("copied the client to %s:%s (and hostlink-cli beside it)" % (c.name, path))
+    if shim:
+        code, out = c.exec_run([path, "shim", "install", *shim], user="0")
+        if code != 0:
+            _fail("shim install in %s failed: %s" % (c.name, out.decode(errors="replace").strip()))
+        typer.echo(out.decode(errors="replace").rstrip())
     mount = containers.socket_mount(c, layout.socket_dir)
     if mount:
         typer.echo("ok: %s is mounted at %s" % (mount.get("Source"), mount.get("Destination")))

@@ -20,7 +20,7 @@ from .. import config as hl_config, zipapp
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
-ENV_KEYS = ("HOSTLINK_SOCKET", "HOSTLINK_TOKEN")
+ENV_KEYS = ("HOSTLINK_SOCKET", "HOSTLINK_TOKEN", "HOSTLINK_PATH_MAP")
 
 
 class InstallError(Exception):
@@ -32,7 +32,7 @@ class Options:
 
     def __init__(self, root="/", workspace=None, service="openclaw", dry_run=False, no_start=False,
                  rotate_token=False, openclaw_config=None, group="hostlink", socket_dir=None,
-                 compose_file=None, shell="/bin/bash", node_name="", tcp=None):
+                 compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None):
         self.root = os.path.abspath(root)
         self.workspace = os.path.abspath(workspace) if workspace else None
         self.service = service
@@ -46,6 +46,7 @@ class Options:
         self.shell = shell
         self.node_name = node_name
         self.tcp = tcp
+        self.workspace_mount = workspace_mount
 
 
 class Layout:
@@ -151,6 +152,8 @@ def plan(opts, layout, token, gid):
                       groups=list(dict.fromkeys(groups)))
     changes.append(Change(layout.override, override, 0o600))
     env = {"HOSTLINK_SOCKET": CONTAINER_SOCKET_DIR + "/hostlink.sock", "HOSTLINK_TOKEN": token}
+    if opts.workspace and opts.workspace_mount:
+        env["HOSTLINK_PATH_MAP"] = "%s=%s" % (opts.workspace_mount.rstrip("/"), opts.workspace)
     if opts.workspace:
         client = os.path.join(opts.workspace, "bin", "hostlink")
         changes.append(Change(client, _client_bytes(), 0o755))

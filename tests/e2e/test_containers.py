@@ -215,6 +215,11 @@ def test_installer_copies_client_into_running_container(host, images, docker_cli
         assert "copied the client" in out and "is mounted at /run/hostlink" in out
         code, out, err = sh(c, 'HOSTLINK_TOKEN=%s hostlink exec "cat %s"' % (host.token, host.marker))
         assert (code, out) == (0, "written on the host\n"), err
+        # A shim: the host's own program under its own name, run as uid 1000 in the container.
+        out = install("container", name, "--root", str(host.root), "--shim", "hostname", "--shim", "cat")
+        assert "runs hostname on the host" in out
+        code, out, err = sh(c, "export HOSTLINK_TOKEN=%s; hostname; cat %s" % (host.token, host.marker))
+        assert (code, out) == (0, "%s\nwritten on the host\n" % HOSTNAME), err
     finally:
         c.stop()
     bare = DockerContainer(images["agent"]).with_command("sleep infinity")
