@@ -245,6 +245,8 @@ def cmd_exec(opts, words, environ):
         req = _replace(req, tty=True, rows=rows, cols=cols)
     _need_token(ep)
     session = Session(ep, _connect_timeout(opts))
+    session.on_wait = lambda w: _say("waiting for approval %s on %s: %s (up to %d s)"
+                                     % (w.id, w.node, w.text, w.timeout_ms // 1000))
     restore = _raw_terminal() if opts.tty else None
     try:
         result = session.exec(req, capture=opts.json)

@@ -149,6 +149,7 @@ class Session:
         self.conn = p.Connection(p.CLIENT)
         self.result = Result()
         self._hello = self.conn.send(p.Auth(ep.token, client_name))
+        self.on_wait = None  # called with a protocol.Waiting when a person must approve
 
     def close(self):
         self.sock.close()
@@ -251,6 +252,9 @@ class Session:
             r.node = event.node
         elif isinstance(event, p.Started):
             r.timeout_ms = event.timeout_ms
+        elif isinstance(event, p.Waiting):
+            if self.on_wait is not None:
+                self.on_wait(event)
         elif isinstance(event, p.Exit):
             r.returncode, r.signal = event.exit_code, event.signal
             r.timed_out, r.duration_ms = event.timed_out, event.duration_ms

@@ -101,6 +101,10 @@ KEYS = {
     "tcp_bind": (_str, "127.0.0.1", "TCP address"),
     "tcp_port": (_int(1, 65535), 9876, "TCP port (the first hostlink's)"),
     "tcp_allow_any": (_bool, False, "permit a wildcard tcp_bind"),
+    "approval_timeout_ms": (_int(1000, _DAY_MS), 300000, "how long an ask request waits for a person"),
+    "approval_notify": (_str, "", "command run for each new approval request (sh -c)"),
+    "admin_socket": (_optpath, "/run/hostlink-admin/admin.sock", "root-only socket of hostlink-approve"),
+    "policy_dir": (_optpath, "", "drop-in rules (hostlink-approve --always); default policy.d beside the conf"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
     "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),
     "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
@@ -117,6 +121,7 @@ class Config:
         self.path = path
         self.notices = []
         self.clients = {}  # name -> Client, from [client NAME] sections
+        self.always = {}  # client name -> [exact request], from policy_dir (hostlink-approve --always)
         for key, (_, default, _why) in KEYS.items():
             setattr(self, key, default)
 
@@ -141,6 +146,8 @@ CLIENT_KEYS = {
     "allow": (_str, None, True),
     "deny": (_str, None, True),
     "allow_shell": (_bool, False, False),
+    "ask": (_str, None, True),
+    "ask_shell": (_bool, False, False),
     "cwd_allow": (_str, None, True),
     "env_allow": (_str, None, True),
     "run_as": (_str, "", False),
@@ -162,7 +169,7 @@ class Client:
     @property
     def restricted(self):
         """True when rules decide what runs (shell strings then need allow_shell)."""
-        return bool(self.allow or self.deny)
+        return bool(self.allow or self.deny or self.ask)
 
 
 def _section(line, where):
@@ -234,7 +241,7 @@ def _client_key(client, key, value, where, lineno, seen):
     except ValueError as exc:
         raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
     if repeat:
-        if key in ("allow", "deny"):
+        if key in ("allow", "deny", "ask"):
             from .policy import Rule
             try:
                 getattr(client, key).append(Rule(key, parsed, where))
@@ -257,6 +264,7 @@ def _tls_defaults(cfg):
 
 def _check(cfg):
     _tls_defaults(cfg)
+    cfg.policy_dir = cfg.policy_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.path)), "policy.d")
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
         raise ConfigError("%s: default_timeout_ms (%d) is over max_timeout_ms (%d)"
                           % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms))
@@ -317,10 +325,41 @@ def load(path=DEFAULT_PATH):
         if len(client.token) < 16:
             raise ConfigError("%s: client %s needs a token of at least 16 characters"
                               % (client.where, client.name))
+    _load_policy_dir(cfg)
     if not cfg.auth_token and not cfg.clients:
         raise ConfigError("%s: no auth_token set; generate one with: "
                           "python3 -c 'import secrets; print(secrets.token_hex(32))'" % path)
     return cfg
+
+
+def _load_policy_dir(cfg):
+    """The exact rules that hostlink-approve --always wrote: ``[client NAME]`` then ``always = JSON``."""
+    import json
+    try:
+        names = sorted(n for n in os.listdir(cfg.policy_dir) if n.endswith(".conf"))
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(cfg.policy_dir, name)
+        check_private(path)
+        client = None
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                where = "%s:%d" % (path, lineno)
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith("["):
+                    client = _section(line, where)
+                    continue
+                key, _, value = line.partition("=")
+                if key.strip() != "always" or client is None:
+                    raise ConfigError("%s: a policy drop-in holds [client NAME] and always = lines" % where)
+                try:
+                    rule = json.loads(value)
+                except ValueError:
+                    raise ConfigError("%s: always = wants a JSON request" % where) from None
+                cfg.always.setdefault(client, []).append(rule)
 
 
 def clients(cfg):

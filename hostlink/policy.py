@@ -82,7 +82,8 @@ def max_timeout(cfg, client):
 
 
 def check(cfg, client, request, cwd):
-    """Raise SpawnError("denied", ...) naming the rule when ``client`` may not make ``request``."""
+    """Raise SpawnError("denied", ...) naming the rule when ``client`` may not make ``request``;
+    return "ask" when a person must approve it first, None when it may run."""
     who = "client %s" % client.name
     if client.ping_only:
         raise SpawnError("denied", "%s may only ping (ping_only = true)" % who)
@@ -93,12 +94,16 @@ def check(cfg, client, request, cwd):
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise SpawnError("denied", "%s may not run in %s (cwd_allow = %s)"
                              % (who, cwd, " ".join(client.cwd_allow)))
+    from .approvals import signature
+    approved = signature(request, cwd) in cfg.always.get(client.name, ())
     if request.argv is None:
-        if client.restricted and not client.allow_shell:
+        if client.ask_shell and not approved:
+            return "ask"
+        if client.restricted and not (client.allow_shell or approved):
             raise SpawnError("denied", "%s has allow/deny rules, so it may only send argv requests "
                                        "(hostlink exec --argv); shell strings cannot be matched "
                                        "safely (allow_shell = true permits them)" % who)
-        return
+        return None
     exe = resolve(cfg, request.argv[0]) if request.argv else None
     if exe is not None and _is_hostlink_client(host_path(cfg, exe)):
         raise SpawnError("spawn_failed", "%s on the host is itself a hostlink client or shim: running "
@@ -107,14 +112,19 @@ def check(cfg, client, request, cwd):
         if client.allow:
             raise SpawnError("denied", "%s: %s is not an executable on the host, so no allow "
                                        "rule matches it" % (who, request.argv[0] if request.argv else ""))
-        return
+        return None
     args = list(request.argv[1:])
     for rule in client.deny:
         if rule.matches(exe, args):
             raise SpawnError("denied", "%s: %s is refused by rule %s" % (who, exe, rule))
+    if approved:
+        return None
+    if any(rule.matches(exe, args) for rule in client.ask):
+        return "ask"
     if client.allow and not any(rule.matches(exe, args) for rule in client.allow):
         raise SpawnError("denied", "%s: no allow rule matches %s %s (rules: %s)"
                          % (who, exe, " ".join(args), "; ".join(r.text for r in client.allow)))
+    return None
 
 
 def _is_hostlink_client(path):

@@ -161,13 +161,19 @@ class Pong(Event):
     TYPE = 22
 
 
+class Waiting(Event):
+    """Daemon: the request waits for a person on the host to approve it (id, for how long)."""
+    __slots__ = ("id", "node", "text", "timeout_ms")
+    TYPE = 23
+
+
 # Error codes the daemon sends, documented in references/protocol.md.
 ERROR_CODES = ("auth_failed", "busy", "bad_request", "denied", "bad_cwd", "spawn_failed",
                "auth_timeout", "shutting_down", "internal")
 
 _DATA = (Stdin, Stdout, Stderr)
 _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal, Resize,
-                                      Ok, Started, Stdout, Stderr, Exit, Error, Pong)}
+                                      Ok, Started, Stdout, Stderr, Exit, Error, Pong, Waiting)}
 
 # ---- field encoding ----------------------------------------------------------------------------
 
@@ -184,6 +190,7 @@ _SCHEMA = {
     Exit: {"exit_code": "i", "signal": "i", "timed_out": "b", "duration_ms": "i"},
     Error: {"code": "s", "message": "s"},
     Pong: {"node": "s", "uptime_s": "i", "version": "i"},
+    Waiting: {"id": "s", "node": "s", "text": "s", "timeout_ms": "i"},
     Ping: {}, StdinEof: {},
 }
 
@@ -325,7 +332,7 @@ _RECEIVE = {
     },
     CLIENT: {
         "AUTH": {Ok: "READY", Error: "CLOSED"},
-        "READY": {Started: "RUNNING", Pong: "CLOSED", Error: "CLOSED"},
+        "READY": {Started: "RUNNING", Pong: "CLOSED", Error: "CLOSED", Waiting: "READY"},
         "RUNNING": {Stdout: "RUNNING", Stderr: "RUNNING", Exit: "CLOSED", Error: "CLOSED"},
     },
 }
@@ -335,7 +342,7 @@ _SEND = {
         "AUTH": {Error: "CLOSED"},
         "AUTHING": {Ok: "READY", Error: "CLOSED"},
         "READY": {Error: "CLOSED"},
-        "STARTING": {Started: "RUNNING", Error: "CLOSED"},
+        "STARTING": {Started: "RUNNING", Error: "CLOSED", Waiting: "STARTING"},
         "PINGING": {Pong: "CLOSED", Error: "CLOSED"},
         "RUNNING": {Stdout: "RUNNING", Stderr: "RUNNING", Exit: "CLOSED", Error: "CLOSED"},
     },

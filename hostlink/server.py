@@ -16,6 +16,7 @@ import struct
 import time
 
 from . import __version__, config, legacy, policy, protocol as p, spawn, tls
+from .approvals import Approvals, describe, signature
 from .audit import AuditLog, peer_container
 from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
 
@@ -119,6 +120,7 @@ class Server:
         self._stopping = None
         self._failures = {}
         self.tls_context = None
+        self.approvals = Approvals(self)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Server:
                 self._listen(bind_unix(self.cfg))
             if self.cfg.tcp_enabled:
                 self._listen_tcp()
+            await self.approvals.start()
             log.info("hostlinkd %s serving %s as node %s (max_concurrent %d)", __version__,
                      self.cfg.socket, self.cfg.node, self.cfg.max_concurrent)
             await self._stopping
@@ -183,6 +186,7 @@ class Server:
         log.info("configuration reloaded from %s", cfg.path)
 
     async def _shutdown(self):
+        await self.approvals.stop()
         for sock in self._listeners:
             self.loop.remove_reader(sock.fileno())
             sock.close()
@@ -383,7 +387,11 @@ class Server:
         try:
             user = policy.user_for(cfg, client)
             cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-            policy.check(cfg, client, req, cwd)
+            if policy.check(cfg, client, req, cwd) == "ask":
+                approved, reason = await self._approve(chan, conn, fds, client, req, cwd)
+                if not approved:
+                    raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
+                record["approved"] = True
             proc = spawn.spawn(cfg, req, user, cwd, *stdio, tty=req.tty and req.mode == "relay")
         except spawn.SpawnError as exc:
             close_all(ours)
@@ -408,6 +416,22 @@ class Server:
             record.update(result="timeout" if job.timed_out else "hangup" if job.hung_up else
                           "ok" if status is not None else "disconnected",
                           timed_out=job.timed_out, duration_ms=job.duration_ms)
+
+    async def _approve(self, chan, conn, fds, client, req, cwd):
+        """Wait for a person to approve the request; (approved, reason). A hang-up withdraws it."""
+        sig = signature(req, cwd)
+        timeout = self.cfg.approval_timeout_ms
+
+        async def announce(ident):
+            await chan.send(conn.send(p.Waiting(ident, self.cfg.node, describe(sig), timeout)))
+        ask = self.loop.create_task(self.approvals.ask(client, sig, timeout, announce))
+        gone = self.loop.create_task(_until_closed(chan, conn, fds))
+        done, _ = await asyncio.wait({ask, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if ask in done:
+            gone.cancel()
+            return ask.result()
+        ask.cancel()
+        raise ConnectionResetError("the client went away while waiting for approval")
 
     async def _run(self, chan, conn, fds, job, pipes, timeout):
         await chan.send(conn.send(p.Started(job.proc.pid, timeout)))
@@ -510,6 +534,17 @@ async def _next(chan, conn, fds):
         if len(fds) > MAX_FDS:
             raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
         conn.receive_data(data)
+
+
+async def _until_closed(chan, conn, fds):
+    """Read (and keep) what the client sends until it closes; returns then."""
+    while conn.buffered <= p.MAX_BUFFER:
+        data, new_fds = await chan.recv()
+        fds.extend(new_fds)
+        if not data:
+            return
+        conn.receive_data(data)
+    await asyncio.Event().wait()  # too much sent ahead: stop reading, wait for the decision
 
 
 async def _answer(chan, conn, event):

@@ -42,8 +42,9 @@ class Daemon:
         self.token = token or self.token
         self.conf.write_text(
             "# written by the test suite\n"
-            "auth_token = %s\nshell = /bin/bash\nsocket = %s\naudit_log = %s\n%s\n"
-            % (self.token, self.socket, self.audit, extra))
+            "auth_token = %s\nshell = /bin/bash\nsocket = %s\naudit_log = %s\n"
+            "admin_socket = %s\n%s\n"
+            % (self.token, self.socket, self.audit, self.base / "admin" / "admin.sock", extra))
         os.chmod(self.conf, 0o600)
 
     def start(self, wait=True):
