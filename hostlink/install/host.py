@@ -66,6 +66,7 @@ class Layout:
         self.pid_file = r("/run/hostlink-install/hostlinkd.pid")
         self.log_dir = r("/var/log/hostlink")
         self.audit_log = os.path.join(self.log_dir, "audit.log")
+        self.admin_socket = r("/run/hostlink-admin/admin.sock")
         self.tls_cert = r("/etc/hostlink/hostlink.crt")
         self.tls_key = r("/etc/hostlink/hostlink.key")
         self.daemon_log = os.path.join(self.log_dir, "hostlinkd.log")
@@ -136,7 +137,8 @@ def plan(opts, layout, token, gid):
                   token=token, shell=opts.shell, socket=layout.socket, group_gid=max(gid, 0),
                   max_concurrent=16, default_timeout_ms=30000, max_timeout_ms=86400000,
                   audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
-                  tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key)
+                  tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key,
+                  admin_socket=layout.admin_socket)
     changes = [Change(layout.conf, conf, 0o600)]
     unit = render("installer", "hostlinkd.service.j2", exec_start=" ".join(daemon_command()),
                   conf=layout.conf, runtime_dir=os.path.basename(layout.socket_dir),
@@ -341,7 +343,7 @@ def install(opts):
         return ["dry run: nothing was changed"], changes
     report = []
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
-                                                         layout.state, layout.socket])
+                                                         layout.state, layout.socket, layout.admin_socket])
     for ch in changes:
         if ch.changed:
             write(ch)

@@ -29,7 +29,8 @@ def plan(out_dir, namespace_pid=1, project="hostlink", agent_service="agent", ag
                   token=token, shell="/bin/sh", socket="/run/hostlink/hostlink.sock",
                   group_gid=group_gid, max_concurrent=16, default_timeout_ms=30000,
                   max_timeout_ms=86400000, audit_log="/var/log/hostlink/audit.log",
-                  log_target="stderr", namespace_pid=namespace_pid, tcp=None, tls_cert="", tls_key="")
+                  log_target="stderr", namespace_pid=namespace_pid, tcp=None, tls_cert="", tls_key="",
+                  admin_socket="/run/hostlink-admin/admin.sock")
     values = dict(IMAGES, **{k: v for k, v in images.items() if v})
     compose = render("compose", "sidecar.yml.j2", path=compose_path, project=project, conf=conf_path,
                      token=token, agent_service=agent_service, agent_user=agent_user,

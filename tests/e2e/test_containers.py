@@ -191,6 +191,36 @@ def test_doctor_inside_container(agent):
     assert code == 0 and "ok   daemon: node %s answers" % HOSTNAME in out, out + err
 
 
+def test_approval_given_on_host_while_container_waits(host, agent):
+    token = "asker-e2e-token-0123456789"
+    conf = host.root / "etc/hostlink/hostlink.conf"
+    original = conf.read_text()
+    conf.write_text(original + "\n[client asker]\ntoken = %s\nask = /usr/bin/touch **\n" % token)
+    os.kill(host.daemon_pid(), signal.SIGHUP)
+    time.sleep(0.5)
+    made = host.marker.parent / "approved-from-container"
+    try:
+        agent.get_wrapped_container().exec_run(
+            ["sh", "-c", "hostlink -k %s exec --argv touch %s > /tmp/approval.out 2>&1; echo rc=$? >> "
+                         "/tmp/approval.out" % (token, made)], detach=True)
+        admin = str(host.root / "run/hostlink-admin/admin.sock")
+        approve = [sys.executable, "-m", "hostlink.approve", "--socket", admin]
+
+        def pending():
+            out = subprocess.run(approve + ["list", "--json"], capture_output=True, text=True, cwd=ROOT).stdout
+            return [json.loads(l) for l in out.splitlines()]
+        waiting = wait_for(pending, 20, "the container's request to wait")
+        assert not made.exists() and waiting[0]["client"] == "asker"
+        subprocess.run(approve + ["approve", waiting[0]["id"]], check=True, cwd=ROOT)
+        out = wait_for(lambda: "rc=" in sh(agent, "cat /tmp/approval.out")[1] and
+                       sh(agent, "cat /tmp/approval.out")[1], 20, "the container's command to end")
+        assert "waiting for approval %s on %s" % (waiting[0]["id"], HOSTNAME) in out and "rc=0" in out
+        assert made.exists()
+    finally:
+        conf.write_text(original)
+        os.kill(host.daemon_pid(), signal.SIGHUP)
+
+
 def test_daemon_restart_keeps_container_working(host, agent):
     pid = host.daemon_pid()
     os.kill(pid, signal.SIGTERM)
