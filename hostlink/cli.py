@@ -32,6 +32,7 @@ _OPTIONS = {
     "--argv": ("argv", False),
     "--relay": ("relay", False),
     "--tty": ("tty", False),
+    "-D": ("detach", False), "--detach": ("detach", False),
     "--all": ("all", False),
     "--ping": ("ping", False),
     "--fingerprint": ("fingerprint", True),
@@ -41,7 +42,7 @@ _OPTIONS = {
 }
 # Options that may also follow ``exec`` (before the command words).
 _EXEC_OPTIONS = ("-w", "--workdir", "-e", "--env", "-T", "--timeout", "-j", "--json",
-                 "-x", "--exit-status", "--argv", "--relay", "--tty")
+                 "-x", "--exit-status", "--argv", "--relay", "--tty", "-D", "--detach")
 
 USAGE = """\
 usage: hostlink [OPTIONS] COMMAND [ARGS]
@@ -55,6 +56,9 @@ commands:
   ping               check the daemon: prints [node] pong - uptime Xs
   targets [--ping]   list the targets of targets.conf (-j for JSON); --ping checks each
   doctor             check the socket, its permissions, the daemon and the token, with fixes
+  exec -D CMD        start CMD as a detached job: prints its id at once
+  job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID
+                     detached jobs (wait exits as exec would have)
   shim install NAME... [--dir DIR]
                      make NAME a link to this client: run as NAME, it runs NAME on the host
                      with exactly its arguments (shim list, shim remove NAME manage them)
@@ -93,7 +97,7 @@ class Options:
         self.timeout = self.connect_timeout = self.workdir = None
         self.env = []
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
-        self.all = self.ping = self.plain = self.tty = False
+        self.all = self.ping = self.plain = self.tty = self.detach = False
         self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
         self.mapped_from = ""  # the container directory that HOSTLINK_PATH_MAP translated
@@ -238,6 +242,8 @@ def cmd_exec(opts, words, environ):
         from . import legacy
         return _legacy_exec(opts, ep, req, legacy)
     timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
+    if opts.detach:
+        return _detach(opts, ep, _replace(req, timeout_ms=timeout, mode="relay", detach=True))
     fds = ep.socket and not (opts.json or opts.relay or opts.tty)
     req = _replace(req, timeout_ms=timeout, mode="fds" if fds else "relay")
     if opts.tty:
@@ -311,6 +317,73 @@ def _legacy_exec(opts, ep, req, legacy):
         sys.stdout.write(resp.get("stdout", ""))
         sys.stderr.write(resp.get("stderr", ""))
     return resp.get("exit_code", 1)
+
+
+def _detach(opts, ep, req):
+    """exec -D: the job id alone on stdout (for id=$(hostlink exec -D ...)), a line for people on stderr."""
+    from .client import Session
+    _need_token(ep)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        reply = session.call(req)
+    finally:
+        session.close()
+    if opts.json:
+        _print_json(reply)
+        opts.printed = True
+    else:
+        sys.stdout.write(reply["id"] + "\n")
+        sys.stdout.flush()
+        _say("started job %s on %s; follow it with: hostlink job tail -f %s" % (reply["id"], reply["node"], reply["id"]))
+    return 0
+
+
+def cmd_job(opts, words, environ):
+    """hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID"""
+    from .client import Session, raise_for
+    from .protocol import JobRequest
+    if not words or words[0] not in ("list", "status", "tail", "wait", "cancel", "rm"):
+        raise UsageError("usage: hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | "
+                         "cancel ID [--kill] | rm ID")
+    action, rest = words[0], words[1:]
+    flags = {w for w in rest if w.startswith("-")}
+    ids = [w for w in rest if not w.startswith("-")]
+    unknown = flags - {"-f", "--follow", "--stderr", "--kill", "-j", "--json"}
+    if unknown:
+        raise UsageError("job: unknown flag %s" % sorted(unknown)[0])
+    opts.json = opts.json or bool(flags & {"-j", "--json"})
+    if action != "list" and len(ids) != 1:
+        raise UsageError("job %s needs one job id" % action)
+    req = JobRequest(action, ids[0] if ids else "", "stderr" if "--stderr" in flags else "stdout",
+                     bool(flags & {"-f", "--follow"}), "--kill" in flags)
+    ep = endpoint(opts, environ)
+    _need_token(ep)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        if action in ("tail", "wait"):
+            result = session.stream(req)
+        else:
+            reply = session.call(req)
+    finally:
+        session.close()
+    if action == "tail":
+        return 0
+    if action == "wait":
+        raise_for(result)
+        return result.returncode
+    if opts.json:
+        _print_json(reply)
+    elif action == "list":
+        for j in reply["jobs"]:
+            sys.stdout.write("%-26s %-9s %4s  %s\n" % (j["id"], j["state"], j.get("exit_code", ""), j["command"]))
+    elif action == "status":
+        for key in ("id", "state", "exit_code", "signal", "command", "cwd", "pid", "stdout_spooled",
+                    "stderr_spooled", "spool_truncated"):
+            if key in reply:
+                sys.stdout.write("%s: %s\n" % (key, reply[key]))
+    else:
+        sys.stdout.write("%s %s\n" % ("cancelled" if action == "cancel" else "removed", reply["id"]))
+    return 0
 
 
 def _winsize():
@@ -538,7 +611,7 @@ def run_shim(prog, argv, environ):
 
 
 COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor,
-            "shim": cmd_shim}
+            "shim": cmd_shim, "job": cmd_job}
 
 
 def run(argv, environ, compat=False):
@@ -555,8 +628,8 @@ def run(argv, environ, compat=False):
         name, words = rest[0], rest[1:]
         if name == "exec":
             words = parse(words, opts, _EXEC_OPTIONS)
-        elif name == "shim":
-            pass  # its own arguments
+        elif name in ("shim", "job"):
+            pass  # their own arguments
         elif words:
             words = parse(words, opts)
             if words:

@@ -165,6 +165,28 @@ class Session:
                 self.result.uptime_s = event.uptime_s
                 return self.result
 
+    def call(self, event):
+        """Send a JobRequest (or a detached Exec) and return the daemon's JSON Reply as a dict."""
+        import json
+        self._send(self._hello + self.conn.send(event))
+        self._hello = b""
+        while True:
+            reply = self._next()
+            if isinstance(reply, p.Ok):
+                self.result.node = reply.node
+            elif isinstance(reply, p.Waiting):
+                if self.on_wait is not None:
+                    self.on_wait(reply)
+            elif isinstance(reply, p.Reply):
+                return json.loads(reply.text)
+
+    def stream(self, event):
+        """Send a JobRequest whose answer streams (tail, wait); output goes to ours."""
+        self._send(self._hello + self.conn.send(event))
+        self._hello = b""
+        self._relay(False, stdin=False)
+        return self.result
+
     def exec(self, request, capture=False, out=None, signals=True):
         """Run ``request`` (a protocol.Exec); capture=True relays and keeps output in the Result.
 
@@ -263,7 +285,7 @@ class Session:
             out(event)
         return True
 
-    def _relay(self, capture, sink=None):
+    def _relay(self, capture, sink=None, stdin=True):
         """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink)."""
         import select
         if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
@@ -288,7 +310,7 @@ class Session:
         pending = b""
         try:
             os.fstat(0)
-            stdin_open = True
+            stdin_open = stdin
         except OSError:
             stdin_open = False
             pending = self.conn.send(p.StdinEof())

@@ -82,10 +82,18 @@ class Exec(Event):
     mode "fds": the client's stdin/stdout/stderr ride with this frame (SCM_RIGHTS).
     mode "relay": output comes back in Stdout/Stderr frames, input goes in Stdin frames.
     """
-    __slots__ = ("command", "argv", "cwd", "env", "timeout_ms", "mode", "tty", "rows", "cols")
+    __slots__ = ("command", "argv", "cwd", "env", "timeout_ms", "mode", "tty", "rows", "cols",
+                 "detach")
     TYPE = 2
     _DEFAULTS = {"argv": None, "command": None, "cwd": "", "env": (), "timeout_ms": 0,
-                 "mode": "relay", "tty": False, "rows": 0, "cols": 0}
+                 "mode": "relay", "tty": False, "rows": 0, "cols": 0, "detach": False}
+
+
+class JobRequest(Event):
+    """Client: act on a detached job: list, status, tail, wait, cancel, rm."""
+    __slots__ = ("action", "id", "stream", "follow", "kill")
+    TYPE = 8
+    _DEFAULTS = {"id": "", "stream": "stdout", "follow": False, "kill": False}
 
 
 class Ping(Event):
@@ -161,6 +169,12 @@ class Pong(Event):
     TYPE = 22
 
 
+class Reply(Event):
+    """Daemon: the answer to a JobRequest or a detached Exec, as JSON text."""
+    __slots__ = ("text",)
+    TYPE = 24
+
+
 class Waiting(Event):
     """Daemon: the request waits for a person on the host to approve it (id, for how long)."""
     __slots__ = ("id", "node", "text", "timeout_ms")
@@ -173,7 +187,8 @@ ERROR_CODES = ("auth_failed", "busy", "bad_request", "denied", "bad_cwd", "spawn
 
 _DATA = (Stdin, Stdout, Stderr)
 _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal, Resize,
-                                      Ok, Started, Stdout, Stderr, Exit, Error, Pong, Waiting)}
+                                      Ok, Started, Stdout, Stderr, Exit, Error, Pong, Waiting,
+                                      JobRequest, Reply)}
 
 # ---- field encoding ----------------------------------------------------------------------------
 
@@ -182,7 +197,9 @@ _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal,
 _SCHEMA = {
     Auth: {"token": "s", "client": "s"},
     Exec: {"command": "o", "argv": "l", "cwd": "s", "env": "e", "timeout_ms": "i", "mode": "s",
-           "tty": "b", "rows": "i", "cols": "i"},
+           "tty": "b", "rows": "i", "cols": "i", "detach": "b"},
+    JobRequest: {"action": "s", "id": "s", "stream": "s", "follow": "b", "kill": "b"},
+    Reply: {"text": "s"},
     Signal: {"signum": "i"},
     Resize: {"rows": "i", "cols": "i"},
     Ok: {"node": "s", "version": "i"},
@@ -327,12 +344,13 @@ CLIENT, SERVER = "client", "server"
 _RECEIVE = {
     SERVER: {
         "AUTH": {Auth: "AUTHING"},
-        "READY": {Exec: "STARTING", Ping: "PINGING"},
+        "READY": {Exec: "STARTING", Ping: "PINGING", JobRequest: "STARTING"},
         "RUNNING": {Stdin: "RUNNING", StdinEof: "RUNNING", Signal: "RUNNING", Resize: "RUNNING"},
     },
     CLIENT: {
         "AUTH": {Ok: "READY", Error: "CLOSED"},
-        "READY": {Started: "RUNNING", Pong: "CLOSED", Error: "CLOSED", Waiting: "READY"},
+        "READY": {Started: "RUNNING", Pong: "CLOSED", Error: "CLOSED", Waiting: "READY",
+                  Reply: "CLOSED"},
         "RUNNING": {Stdout: "RUNNING", Stderr: "RUNNING", Exit: "CLOSED", Error: "CLOSED"},
     },
 }
@@ -342,7 +360,7 @@ _SEND = {
         "AUTH": {Error: "CLOSED"},
         "AUTHING": {Ok: "READY", Error: "CLOSED"},
         "READY": {Error: "CLOSED"},
-        "STARTING": {Started: "RUNNING", Error: "CLOSED", Waiting: "STARTING"},
+        "STARTING": {Started: "RUNNING", Error: "CLOSED", Waiting: "STARTING", Reply: "CLOSED"},
         "PINGING": {Pong: "CLOSED", Error: "CLOSED"},
         "RUNNING": {Stdout: "RUNNING", Stderr: "RUNNING", Exit: "CLOSED", Error: "CLOSED"},
     },
@@ -352,7 +370,7 @@ _SEND = {
         "RUNNING": {},
     },
 }
-_CLIENT_ANYTIME = (Exec, Ping, Stdin, StdinEof, Signal, Resize)
+_CLIENT_ANYTIME = (Exec, Ping, Stdin, StdinEof, Signal, Resize, JobRequest)
 PAUSED = ("AUTHING", "STARTING", "PINGING")
 
 

@@ -8,6 +8,7 @@ descriptors the client passed (fds mode) or on pipes that this module relays as 
 import asyncio
 import errno
 import hmac
+import json
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ import time
 
 from . import __version__, config, legacy, policy, protocol as p, spawn, tls
 from .approvals import Approvals, describe, signature
+from .jobs import Jobs
 from .audit import AuditLog, peer_container
 from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
 
@@ -121,6 +123,7 @@ class Server:
         self._failures = {}
         self.tls_context = None
         self.approvals = Approvals(self)
+        self.detached = Jobs(self)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -280,6 +283,18 @@ class Server:
                 await chan.send(conn.send(p.Pong(self.cfg.node, int(time.monotonic() - self.started),
                                                  p.VERSION)))
                 return
+            if isinstance(event, p.JobRequest):
+                try:
+                    if client.ping_only:
+                        raise spawn.SpawnError("denied", "client %s may only ping" % client.name)
+                    await self.detached.handle(chan, conn, client, event, record)
+                except spawn.SpawnError as exc:
+                    record.update(result=exc.code, error=exc.message)
+                    await _answer(chan, conn, p.Error(exc.code, exc.message))
+                return
+            if event.detach:
+                await self._detach(chan, conn, event, record, client)
+                return
             await self._exec(chan, conn, fds, event, record, client)
         except (p.ProtocolError, TooManyFds) as exc:
             record.setdefault("event", "request")
@@ -416,6 +431,31 @@ class Server:
             record.update(result="timeout" if job.timed_out else "hangup" if job.hung_up else
                           "ok" if status is not None else "disconnected",
                           timed_out=job.timed_out, duration_ms=job.duration_ms)
+
+    async def _detach(self, chan, conn, req, record, client):
+        """exec -D: check as for exec, start a job runner, answer its id at once."""
+        cfg = self.cfg
+        record.update(event="job_start", cwd=req.cwd)
+        record["argv" if req.argv is not None else "command"] = list(req.argv) if req.argv is not None else req.command
+        try:
+            user = policy.user_for(cfg, client)
+            cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
+            if policy.check(cfg, client, req, cwd) == "ask":
+                approved, reason = await self._approve(chan, conn, [], client, req, cwd)
+                if not approved:
+                    raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
+            timeout = req.timeout_ms or cfg.job_default_timeout_ms
+            caps = [t for t in (cfg.job_max_timeout_ms, client.max_timeout_ms) if t]
+            if caps and (timeout == 0 or timeout > min(caps)):
+                timeout = min(caps)
+            ident = self.detached.start(client, req, cwd, user, timeout)
+        except spawn.SpawnError as exc:
+            record.update(result=exc.code, error=exc.message)
+            await _answer(chan, conn, p.Error(exc.code, exc.message))
+            return
+        record.update(result="ok", job=ident, timeout_ms=timeout)
+        await chan.send(conn.send(p.Reply(json.dumps({"id": ident, "node": cfg.node,
+                                                      "timeout_ms": timeout}))))
 
     async def _approve(self, chan, conn, fds, client, req, cwd):
         """Wait for a person to approve the request; (approved, reason). A hang-up withdraws it."""

@@ -1,0 +1,140 @@
+"""The supervisor of one detached job: ``python3 -m hostlink.jobrunner SPOOL/ID``.
+
+hostlinkd starts one runner per job in its own session. The runner starts the command, copies its
+output into the spool (``stdout``, ``stderr``) up to job_max_spool_bytes (past that it drains and
+counts), enforces the timeout on the whole process group, and writes the outcome to ``state.json``.
+Because the runner, not the daemon, is the command's parent, a job keeps running, and its outcome
+is recorded, across a daemon restart.
+"""
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+from .spawn import build_argv, build_env, kill_group
+
+CHUNK = 1 << 16
+
+
+def write_state(spool, **state):
+    """Replace state.json atomically (readers never see half a file)."""
+    tmp = os.path.join(spool, "state.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, os.path.join(spool, "state.json"))
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class _Spec:
+    """The job as hostlinkd wrote it in job.json: what spawn.build_* need."""
+
+    def __init__(self, d):
+        self.command = d.get("command")
+        self.argv = d.get("argv")
+        self.env = [tuple(p) for p in d.get("env", [])]
+        self.cwd = d["cwd"]
+        self.shell = d["shell"]
+        self.namespace_pid = d.get("namespace_pid", 0)
+
+
+def main(spool):
+    job = read_json(os.path.join(spool, "job.json"))
+    spec = _Spec(job)
+    import pwd
+    user = pwd.getpwnam(job["user"])
+    env = build_env(spec, user, spec.env)
+    argv = build_argv(spec, spec, env, spec.cwd)
+    kw = {}
+    if user.pw_uid != os.getuid():
+        kw = {"user": user.pw_uid, "group": job.get("gid", user.pw_gid),
+              "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    started = time.time()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=None if spec.namespace_pid else spec.cwd,
+                                env=env, close_fds=True, start_new_session=True,
+                                restore_signals=True, **kw)
+    except OSError as exc:
+        write_state(spool, state="failed", error=str(exc), started=started, ended=time.time(),
+                    exit_code=127, runner_pid=os.getpid())
+        return 0
+    write_state(spool, state="running", pid=proc.pid, runner_pid=os.getpid(), started=started)
+    cap = job["max_spool_bytes"]
+    counts = {"stdout": 0, "stderr": 0}
+    files = {"stdout": open(os.path.join(spool, "stdout"), "ab"),
+             "stderr": open(os.path.join(spool, "stderr"), "ab")}
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    deadline = started + job["timeout_ms"] / 1000 if job["timeout_ms"] else None
+    timed_out = False
+    kill_at = None
+    while sel.get_map():
+        wait = 0.5
+        now = time.time()
+        if deadline and now >= deadline and not timed_out:
+            timed_out = True
+            kill_group(proc.pid, signal.SIGTERM)
+            kill_at = now + job["kill_grace_ms"] / 1000
+        if kill_at and now >= kill_at:
+            kill_group(proc.pid, signal.SIGKILL)
+            kill_at = None
+        for key, _ in sel.select(wait):
+            data = os.read(key.fileobj.fileno(), CHUNK)
+            if not data:
+                sel.unregister(key.fileobj)
+                continue
+            name = key.data
+            room = cap - counts["stdout"] - counts["stderr"]
+            if room > 0:
+                files[name].write(data[:room])
+                files[name].flush()
+            counts[name] += len(data)  # past the cap: drained and counted, never blocking the job
+        if proc.poll() is not None and not sel.get_map():
+            break
+    proc.wait()
+    if timed_out or os.path.exists(os.path.join(spool, "cancel")):
+        kill_group(proc.pid, signal.SIGKILL)  # what is left of its group
+    code = proc.returncode
+    sig = -code if code < 0 else 0
+    code = 128 + sig if sig else code
+    state = "timeout" if timed_out else "cancelled" if os.path.exists(os.path.join(spool, "cancel")) else "exited"
+    for f in files.values():
+        f.close()
+    final = dict(state=state, pid=proc.pid, runner_pid=os.getpid(), started=started, ended=time.time(),
+                 exit_code=code, signal=sig, stdout_bytes=counts["stdout"], stderr_bytes=counts["stderr"],
+                 spool_truncated=counts["stdout"] + counts["stderr"] > cap)
+    write_state(spool, **final)
+    _audit(job, final)
+    return 0
+
+
+def _audit(job, final):
+    path = job.get("audit_log")
+    if not path:
+        return
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": "job_end",
+                       "job": job["id"], "client": job["client"], "result": final["state"],
+                       "exit_code": final["exit_code"], "signal": final["signal"],
+                       "duration_ms": int((final["ended"] - final["started"]) * 1000)})
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,178 @@
+"""Detached jobs: started by ``exec -D``, kept in job_spool_dir, supervised by jobrunner.py.
+
+Each job is a directory ``SPOOL/ID`` (0700) with ``job.json`` (what to run, for which client),
+``state.json`` (written by its runner), ``stdout`` and ``stderr``. The daemon only reads these, so
+jobs and their records outlive a daemon restart; a job whose runner is gone without an outcome is
+reported ``lost``. A client sees and touches only its own jobs.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from . import protocol as p
+from .jobrunner import read_json
+from .spawn import SpawnError, kill_group
+
+FINAL = ("exited", "timeout", "cancelled", "failed", "lost")
+POLL = 0.05  # how often a follower looks for new output: well under a human's notice
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _alive(pid, ident):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return ident.encode() in f.read()
+    except OSError:
+        return False
+
+
+class Jobs:
+    def __init__(self, server):
+        self.server = server
+
+    @property
+    def spool(self):
+        return self.server.cfg.job_spool_dir
+
+    def start(self, client, req, cwd, user, timeout):
+        """Start ``req`` as a detached job; returns its id."""
+        cfg = self.server.cfg
+        os.makedirs(self.spool, mode=0o700, exist_ok=True)
+        os.chmod(self.spool, 0o700)
+        ident = time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex()
+        d = os.path.join(self.spool, ident)
+        os.mkdir(d, 0o700)
+        job = {"id": ident, "client": client.name, "command": req.command,
+               "argv": list(req.argv) if req.argv is not None else None, "env": list(req.env),
+               "cwd": cwd, "user": user.pw_name, "gid": user.pw_gid, "shell": cfg.shell,
+               "namespace_pid": cfg.namespace_pid, "timeout_ms": timeout,
+               "kill_grace_ms": cfg.kill_grace_ms, "max_spool_bytes": cfg.job_max_spool_bytes,
+               "audit_log": cfg.audit_log, "created": time.time()}
+        with open(os.path.join(d, "job.json"), "w") as f:
+            json.dump(job, f)
+        env = {"PYTHONPATH": _PKG_PARENT, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "hostlink.jobrunner", d], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=open(os.path.join(d, "runner.log"), "wb"), cwd="/",
+                                    start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise SpawnError("spawn_failed", "cannot start the job runner: %s" % exc.strerror) from None
+        self.server.reaper.watch(proc, lambda status: None)
+        return ident
+
+    def _find(self, client, ident):
+        job = read_json(os.path.join(self.spool, os.path.basename(ident), "job.json")) if ident else None
+        if job is None or job.get("client") != client.name:
+            raise SpawnError("bad_request", "no job %s (for client %s)" % (ident, client.name))
+        return job
+
+    def status(self, job):
+        d = os.path.join(self.spool, job["id"])
+        state = read_json(os.path.join(d, "state.json")) or {"state": "starting"}
+        if state["state"] in ("running", "starting"):
+            runner = state.get("runner_pid")
+            if runner and not _alive(runner, job["id"]):
+                state = dict(state, state="lost")
+            elif not runner and time.time() - job["created"] > 30:
+                state = dict(state, state="lost")
+        out = {"id": job["id"], "command": job["command"] if job["command"] is not None
+               else " ".join(job["argv"]), "cwd": job["cwd"], "created": int(job["created"])}
+        out.update({k: v for k, v in state.items() if k != "runner_pid"})
+        for name in ("stdout", "stderr"):
+            try:
+                out[name + "_spooled"] = os.path.getsize(os.path.join(d, name))
+            except OSError:
+                out[name + "_spooled"] = 0
+        return out
+
+    def sweep(self):
+        """Remove finished jobs older than job_retention_s."""
+        try:
+            names = os.listdir(self.spool)
+        except OSError:
+            return
+        cutoff = time.time() - self.server.cfg.job_retention_s
+        for name in names:
+            state = read_json(os.path.join(self.spool, name, "state.json")) or {}
+            if state.get("state") in FINAL and state.get("ended", time.time()) < cutoff:
+                shutil.rmtree(os.path.join(self.spool, name), ignore_errors=True)
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    async def handle(self, chan, conn, client, req, record):
+        """Answer one JobRequest."""
+        record.update(event="job_" + req.action, job=req.id)
+        self.sweep()
+        if req.action == "list":
+            jobs = []
+            for name in sorted(os.listdir(self.spool)) if os.path.isdir(self.spool) else ():
+                job = read_json(os.path.join(self.spool, name, "job.json"))
+                if job and job.get("client") == client.name:
+                    jobs.append(self.status(job))
+            return await self._reply(chan, conn, {"jobs": jobs[::-1]}, record)
+        job = self._find(client, req.id)
+        if req.action == "status":
+            return await self._reply(chan, conn, self.status(job), record)
+        if req.action == "cancel":
+            st = self.status(job)
+            if st["state"] in FINAL:
+                raise SpawnError("bad_request", "job %s already ended (%s)" % (job["id"], st["state"]))
+            open(os.path.join(self.spool, job["id"], "cancel"), "w").close()
+            kill_group(st["pid"], 9 if req.kill else 15) if st.get("pid") else None
+            return await self._reply(chan, conn, {"id": job["id"], "cancelled": True,
+                                                  "signal": 9 if req.kill else 15}, record)
+        if req.action == "rm":
+            if self.status(job)["state"] not in FINAL:
+                raise SpawnError("bad_request", "job %s is still running: cancel it first" % job["id"])
+            shutil.rmtree(os.path.join(self.spool, job["id"]), ignore_errors=True)
+            return await self._reply(chan, conn, {"id": job["id"], "removed": True}, record)
+        if req.action in ("tail", "wait"):
+            return await self._stream(chan, conn, job, req, record)
+        raise SpawnError("bad_request", "unknown job action %r" % req.action)
+
+    async def _reply(self, chan, conn, obj, record):
+        record["result"] = "ok"
+        await chan.send(conn.send(p.Reply(json.dumps(obj))))
+
+    async def _stream(self, chan, conn, job, req, record):
+        """tail: the spooled output (and, with follow, what is written next); wait: the outcome."""
+        await chan.send(conn.send(p.Started(0, 0)))
+        path = os.path.join(self.spool, job["id"], "stderr" if req.stream == "stderr" else "stdout")
+        kind = p.Stderr if req.stream == "stderr" else p.Stdout
+        pos = 0
+        follow = req.follow or req.action == "wait"
+        while True:
+            st = self.status(job)
+            if req.action == "tail":
+                pos = await self._send_new(chan, conn, path, pos, kind)
+            if not follow or st["state"] in FINAL:
+                if req.action == "tail" and follow:
+                    pos = await self._send_new(chan, conn, path, pos, kind)  # the last words
+                break
+            await asyncio.sleep(POLL)
+        record["result"] = st["state"]
+        if req.action == "wait":
+            code = st.get("exit_code", 255 if st["state"] == "lost" else 0)
+            await chan.send(conn.send(p.Exit(code, st.get("signal", 0), st["state"] == "timeout",
+                                             int((st.get("ended", time.time()) - st.get("started", time.time())) * 1000))))
+        else:
+            await chan.send(conn.send(p.Exit(0, 0, False, 0)))
+
+    async def _send_new(self, chan, conn, path, pos, kind):
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                while True:
+                    data = f.read(p.MAX_FRAME)
+                    if not data:
+                        return pos
+                    pos += len(data)
+                    await chan.send(conn.send(kind(data)))
+        except FileNotFoundError:
+            return pos
