@@ -56,6 +56,11 @@ commands:
   ping               check the daemon: prints [node] pong - uptime Xs
   targets [--ping]   list the targets of targets.conf (-j for JSON); --ping checks each
   doctor             check the socket, its permissions, the daemon and the token, with fixes
+  cp SRC DST         copy files or directories, one side host:PATH (or TARGET:PATH, or - for a
+                     tar stream): symlinks, modes, times and empty directories kept
+                     [--exclude GLOB]... [--verify]
+  put LOCAL REMOTE   the same as cp LOCAL host:REMOTE;  get REMOTE LOCAL: cp host:REMOTE LOCAL
+  df PATH            free space on the host's filesystem that holds PATH
   exec -D CMD        start CMD as a detached job: prints its id at once
   job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID
                      detached jobs (wait exits as exec would have)
@@ -610,8 +615,138 @@ def run_shim(prog, argv, environ):
         return 124 if exc.exit_code == 5 else 255
 
 
+def _transfer_args(words):
+    """(paths, excludes, verify) from cp/put/get arguments; the first hostlink's flags accepted."""
+    paths, excludes, verify, i = [], [], False, 0
+    while i < len(words):
+        w = words[i]
+        if w == "--exclude" or w.startswith("--exclude="):
+            if "=" in w:
+                excludes.append(w.split("=", 1)[1])
+            elif i + 1 < len(words):
+                i += 1
+                excludes.append(words[i])
+            else:
+                raise UsageError("--exclude needs a pattern")
+        elif w == "--verify":
+            verify = True
+        elif w in ("--stream", "--mkdir", "-r", "-R", "--recursive"):
+            pass  # the first hostlink's: streaming and directories are how this one always works
+        elif w.startswith("-") and w != "-":
+            raise UsageError("unknown transfer flag %s (known: --exclude GLOB, --verify)" % w)
+        else:
+            paths.append(w)
+        i += 1
+    if len(paths) != 2:
+        raise UsageError("a transfer takes two paths: SRC DST")
+    return paths, excludes, verify
+
+
+def _transfer(opts, environ, direction, remote_target, local, remote, excludes, verify):
+    from . import transfer
+    from .client import Session, raise_for
+    from .protocol import Exec
+    if remote_target and remote_target != "host":
+        opts.target = remote_target
+    ep = endpoint(opts, environ)
+    _need_token(ep)
+    fds_mode = bool(ep.socket)
+    factory = lambda action, args: Exec(argv=tuple(args), xfer=action,  # noqa: E731
+                                        mode="fds" if fds_mode else "relay",
+                                        timeout_ms=_int(opts.timeout, "-T") if opts.timeout else 0)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        if direction == "put":
+            result = transfer.put(session, factory, local, remote, excludes, verify, fds_mode)
+        else:
+            result = transfer.get(session, factory, remote, local, excludes, verify, fds_mode)
+    finally:
+        session.close()
+    raise_for(result)
+    if result.returncode:
+        raise HostlinkError("the transfer failed on the host (see the message above)")
+    return 0
+
+
+def cmd_put(opts, words, environ):
+    (local, remote), excludes, verify = _transfer_args(words)
+    return _transfer(opts, environ, "put", None, local, remote, excludes, verify)
+
+
+def cmd_get(opts, words, environ):
+    (remote, local), excludes, verify = _transfer_args(words)
+    return _transfer(opts, environ, "get", None, local, remote, excludes, verify)
+
+
+def cmd_cp(opts, words, environ):
+    from . import targets
+    from .transfer import split_remote
+    (src, dst), excludes, verify = _transfer_args(words)
+    path = targets.search_path(opts.targets_file, environ)
+    names = set(targets.load(path)) if path else set()
+    s_target, s_path = split_remote(src, names)
+    d_target, d_path = split_remote(dst, names)
+    if (s_target is None) == (d_target is None):
+        raise UsageError("cp wants one side on the host (host:PATH or TARGET:PATH) and one here")
+    if src == "-" or dst == "-":
+        return _tar_stream(opts, environ, s_target or d_target, s_path or d_path,
+                           "send" if dst == "-" else "receive", excludes)
+    if d_target:
+        return _transfer(opts, environ, "put", d_target, src, d_path, excludes, verify)
+    return _transfer(opts, environ, "get", s_target, dst, s_path, excludes, verify)
+
+
+def _tar_stream(opts, environ, target, path, action, excludes):
+    """cp with '-': the tar stream itself on our stdin or stdout."""
+    from .client import Session, raise_for
+    from .protocol import Exec
+    if target != "host":
+        opts.target = target
+    ep = endpoint(opts, environ)
+    _need_token(ep)
+    args = (path,) + tuple(a for g in excludes for a in ("--exclude", g))
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        result = session.exec(Exec(argv=args, xfer=action, mode="fds" if ep.socket else "relay"))
+    finally:
+        session.close()
+    raise_for(result)
+    return result.returncode
+
+
+def cmd_df(opts, words, environ):
+    from .client import Session
+    from .protocol import Exec
+    if len(words) != 1:
+        raise UsageError("df takes one path on the host")
+    ep = endpoint(opts, environ)
+    _need_token(ep)
+    session = Session(ep, _connect_timeout(opts))
+    try:
+        r = session.exec(Exec(argv=(words[0],), xfer="df", mode="relay"), capture=True)
+    finally:
+        session.close()
+    if r.returncode:
+        raise HostlinkError(r.stderr.decode(errors="replace").strip())
+    where, free, total = r.stdout.decode().split()
+    if opts.json:
+        _print_json({"path": words[0], "filesystem_path": where, "free_bytes": int(free),
+                     "total_bytes": int(total)})
+    else:
+        sys.stdout.write("%s: %s free of %s (at %s)\n" % (words[0], _size(int(free)), _size(int(total)), where))
+    return 0
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
+        n /= 1024.0
+
+
 COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor,
-            "shim": cmd_shim, "job": cmd_job}
+            "shim": cmd_shim, "job": cmd_job, "cp": cmd_cp, "put": cmd_put, "get": cmd_get,
+            "df": cmd_df}
 
 
 def run(argv, environ, compat=False):
@@ -628,7 +763,7 @@ def run(argv, environ, compat=False):
         name, words = rest[0], rest[1:]
         if name == "exec":
             words = parse(words, opts, _EXEC_OPTIONS)
-        elif name in ("shim", "job"):
+        elif name in ("shim", "job", "cp", "put", "get", "df"):
             pass  # their own arguments
         elif words:
             words = parse(words, opts)

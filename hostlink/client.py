@@ -187,7 +187,7 @@ class Session:
         self._relay(False, stdin=False)
         return self.result
 
-    def exec(self, request, capture=False, out=None, signals=True):
+    def exec(self, request, capture=False, out=None, signals=True, stdio=None, stdin_fd=0):
         """Run ``request`` (a protocol.Exec); capture=True relays and keeps output in the Result.
 
         ``out(kind, data)`` receives relayed output instead of our stdout/stderr (fan-out);
@@ -201,7 +201,7 @@ class Session:
             old[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self._resize)
         try:
             if fds_mode:
-                std = _std_fds()
+                std = list(stdio) if stdio else _std_fds()
                 self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                             _pack_fds(std))])
                 for fd in std[3:]:
@@ -210,7 +210,7 @@ class Session:
                     pass
             else:
                 self._send(data)
-                self._relay(capture, out)
+                self._relay(capture, out, stdin_fd=stdin_fd)
         finally:
             for sig, handler in old.items():
                 _signal.signal(sig, handler)
@@ -285,7 +285,7 @@ class Session:
             out(event)
         return True
 
-    def _relay(self, capture, sink=None, stdin=True):
+    def _relay(self, capture, sink=None, stdin=True, stdin_fd=0):
         """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink)."""
         import select
         if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
@@ -309,7 +309,7 @@ class Session:
         self.sock.setblocking(False)
         pending = b""
         try:
-            os.fstat(0)
+            os.fstat(stdin_fd)
             stdin_open = stdin
         except OSError:
             stdin_open = False
@@ -322,22 +322,22 @@ class Session:
             poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
             if stdin_open:
                 if pending:  # backpressure: no more stdin until the daemon took what we have
-                    poller.register(0, 0)
+                    poller.register(stdin_fd, 0)
                 else:
-                    poller.register(0, select.POLLIN)
+                    poller.register(stdin_fd, select.POLLIN)
             if len(again) > 1 and self.sock.pending():
                 ready = [(sock_fd, select.POLLIN)]
             else:
                 ready = poller.poll()
             for fd, ev in ready:
-                if fd == 0:
+                if fd == stdin_fd and fd != sock_fd:
                     if not ev & (select.POLLIN | select.POLLHUP):
                         continue
-                    data = os.read(0, STDIN_CHUNK)
+                    data = os.read(stdin_fd, STDIN_CHUNK)
                     pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
                     if not data:
                         stdin_open = False
-                        poller.unregister(0)
+                        poller.unregister(stdin_fd)
                     continue
                 if ev & select.POLLOUT and pending:
                     try:

@@ -83,10 +83,10 @@ class Exec(Event):
     mode "relay": output comes back in Stdout/Stderr frames, input goes in Stdin frames.
     """
     __slots__ = ("command", "argv", "cwd", "env", "timeout_ms", "mode", "tty", "rows", "cols",
-                 "detach")
+                 "detach", "xfer")
     TYPE = 2
     _DEFAULTS = {"argv": None, "command": None, "cwd": "", "env": (), "timeout_ms": 0,
-                 "mode": "relay", "tty": False, "rows": 0, "cols": 0, "detach": False}
+                 "mode": "relay", "tty": False, "rows": 0, "cols": 0, "detach": False, "xfer": ""}
 
 
 class JobRequest(Event):
@@ -197,7 +197,7 @@ _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal,
 _SCHEMA = {
     Auth: {"token": "s", "client": "s"},
     Exec: {"command": "o", "argv": "l", "cwd": "s", "env": "e", "timeout_ms": "i", "mode": "s",
-           "tty": "b", "rows": "i", "cols": "i", "detach": "b"},
+           "tty": "b", "rows": "i", "cols": "i", "detach": "b", "xfer": "s"},
     JobRequest: {"action": "s", "id": "s", "stream": "s", "follow": "b", "kill": "b"},
     Reply: {"text": "s"},
     Signal: {"signum": "i"},

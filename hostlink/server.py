@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 import time
 
 from . import __version__, config, legacy, policy, protocol as p, spawn, tls
@@ -29,6 +30,7 @@ PIPE_SIZE = 1 << 20  # bigger pipes mean fewer wake-ups at GB/s
 SOCKET_BUFFER = 4 << 20
 _F_SETPIPE_SZ = 1031
 _PEERCRED = struct.Struct("3i")
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Failed tokens from one peer (uid, or IP for TCP) before answers slow down, and the longest delay:
 # guessing a 256-bit token is hopeless anyway; the delay keeps a loop from burning CPU and log.
 AUTH_FREE_FAILURES = 3
@@ -381,7 +383,7 @@ class Server:
                 "busy", "server busy: %d commands running (max_concurrent = %d)"
                 % (len(self.jobs), cfg.max_concurrent)))
             return
-        timeout = req.timeout_ms or cfg.default_timeout_ms
+        timeout = req.timeout_ms or (0 if req.xfer else cfg.default_timeout_ms)  # transfers: as long as they take
         if timeout < 0:
             raise p.ProtocolError("timeout_ms must not be negative")
         cap = policy.max_timeout(cfg, client)
@@ -402,7 +404,9 @@ class Server:
         try:
             user = policy.user_for(cfg, client)
             cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-            if policy.check(cfg, client, req, cwd) == "ask":
+            if req.xfer:
+                req = _transfer_request(cfg, client, req)
+            elif policy.check(cfg, client, req, cwd) == "ask":
                 approved, reason = await self._approve(chan, conn, fds, client, req, cwd)
                 if not approved:
                     raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
@@ -440,7 +444,9 @@ class Server:
         try:
             user = policy.user_for(cfg, client)
             cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-            if policy.check(cfg, client, req, cwd) == "ask":
+            if req.xfer:
+                req = _transfer_request(cfg, client, req)
+            elif policy.check(cfg, client, req, cwd) == "ask":
                 approved, reason = await self._approve(chan, conn, [], client, req, cwd)
                 if not approved:
                     raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
@@ -574,6 +580,32 @@ async def _next(chan, conn, fds):
         if len(fds) > MAX_FDS:
             raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
         conn.receive_data(data)
+
+
+def _transfer_request(cfg, client, req):
+    """hostlink cp/put/get/df: the host-side helper, as the client's user, on allowed paths only."""
+    if req.xfer not in ("send", "receive", "df") or not req.argv:
+        raise spawn.SpawnError("bad_request", "unknown transfer %r" % req.xfer)
+    if cfg.namespace_pid:
+        raise spawn.SpawnError("bad_request", "transfers are not available in sidecar mode yet")
+    if client.ping_only:
+        raise spawn.SpawnError("denied", "client %s may only ping" % client.name)
+    path = req.argv[0]
+    if not path.startswith("/"):
+        raise spawn.SpawnError("bad_request", "transfer paths on the host are absolute, got %r" % path)
+    if client.restricted and not client.cwd_allow:
+        raise spawn.SpawnError("denied", "client %s has rules but no cwd_allow, so it may not "
+                                         "transfer files" % client.name)
+    if client.cwd_allow:
+        real = os.path.realpath(path)
+        if not any(real == d or real.startswith(d.rstrip("/") + "/")
+                   for d in (os.path.realpath(a) for a in client.cwd_allow)):
+            raise spawn.SpawnError("denied", "client %s may not transfer %s (cwd_allow = %s)"
+                                   % (client.name, path, " ".join(client.cwd_allow)))
+    fields = {n: getattr(req, n) for n in req.__slots__}
+    fields.update(argv=(sys.executable, "-m", "hostlink.xfer", req.xfer) + tuple(req.argv),
+                  command=None, env=(("PYTHONPATH", _PKG_PARENT),), xfer="")
+    return p.Exec(**fields)
 
 
 async def _until_closed(chan, conn, fds):

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 
 CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", "doctor", "fanout",
-                  "legacy", "shims")
+                  "legacy", "shims", "transfer", "xfer")
 # Imports the client straight from the archive: running the archive as a script would go through
 # runpy, whose imports (importlib.util, contextlib, collections) cost more than the client itself.
 HEADER = (b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \''

@@ -1,0 +1,90 @@
+"""The client side of ``hostlink cp``, ``put``, ``get`` and ``df``: a tar stream through a pipe.
+
+Over a Unix socket one end of a local pipe is passed to the host-side helper (xfer.py), so the
+bytes move at pipe speed; over TCP the same pipe is relayed. Packing or unpacking runs in a
+thread beside the request.
+"""
+
+import os
+import sys
+import threading
+
+from . import xfer
+from .errors import HostlinkError, UsageError
+
+
+def split_remote(spec, target_names):
+    """(target or None, path) for ``host:PATH`` or ``NAME:PATH``; (None, None) for a local path."""
+    head, sep, path = spec.partition(":")
+    if sep and "/" not in head and head and (head == "host" or head in target_names):
+        return head, path
+    return None, None
+
+
+def _pump_thread(fn):
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # reported by the caller, after the request ended
+            box["error"] = exc
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def put(session, req_factory, local, remote, excludes, verify, fds_mode):
+    """Send ``local`` (file or directory) to ``remote`` on the host."""
+    if not os.path.lexists(local):
+        raise UsageError("%s does not exist here" % local)
+    args = (remote, "--size", str(xfer.total_size(local, excludes))) + (("--verify",) if verify else ())
+    req = req_factory("receive", args)
+    r, w = os.pipe()
+    out = os.fdopen(w, "wb")
+    t, box = _pump_thread(lambda: (xfer.pack(local, out, excludes, verify), out.close()))
+    try:
+        if fds_mode:
+            result = session.exec(req, stdio=(r, 1, 2))
+        else:
+            result = session.exec(req, stdin_fd=r)
+    finally:
+        os.close(r)
+        t.join()
+    if "error" in box and not isinstance(box["error"], BrokenPipeError):
+        raise HostlinkError("reading %s: %s" % (local, box["error"]))
+    return result
+
+
+def get(session, req_factory, remote, local, excludes, verify, fds_mode):
+    """Fetch ``remote`` from the host into ``local``."""
+    args = (remote,) + tuple(a for g in excludes for a in ("--exclude", g)) + (("--verify",) if verify else ())
+    req = req_factory("send", args)
+    r, w = os.pipe()
+    manifest = sys.stdout.buffer if verify else None
+    try:
+        unpacker = xfer.Unpacker(local, verify, manifest)
+    except (xfer.TransferError, OSError) as exc:
+        os.close(r)
+        os.close(w)
+        raise UsageError("cannot write %s: %s" % (local, exc))
+    src = os.fdopen(r, "rb")
+    sink = os.fdopen(w, "wb")
+    t, box = _pump_thread(lambda: unpacker.run(src))
+    try:
+        if fds_mode:
+            result = session.exec(req, stdio=(0, w, 2))
+        else:
+            def out(fd, data):
+                (sink.write(data) if fd == 1 else os.write(2, data))
+            result = session.exec(req, out=out)
+    finally:
+        sink.close()  # the unpacker sees the end of the stream, whatever happened
+        t.join()
+        src.close()
+    if "error" in box:
+        raise HostlinkError("writing %s: %s" % (local, box["error"]))
+    if verify and result.returncode == 0:
+        files, size = box["result"]
+        sys.stdout.write("verified %d files, %d bytes\n" % (files, size))
+    return result

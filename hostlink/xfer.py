@@ -1,0 +1,295 @@
+"""File transfers as tar streams, packed on one side and unpacked safely on the other.
+
+The same code runs in the client (``hostlink cp``, ``put``, ``get``) and on the host, where
+hostlinkd starts ``python3 -m hostlink.xfer send|receive|df`` as the client's user. Unpacking
+never writes outside its destination: every path component is opened relative to the directory
+above it with O_NOFOLLOW, names that are absolute or hold ``..`` refuse the whole stream, and
+each file is written under a temporary name beside its destination and renamed into place only
+when complete, so an interrupted transfer leaves no partial file under a real name.
+"""
+
+import fnmatch
+import hashlib
+import os
+import stat
+import sys
+import tarfile
+
+CHUNK = 1 << 20
+PAX_SHA = "hostlink.sha256"
+TMP_PREFIX = ".hostlink-partial-"
+
+
+class TransferError(Exception):
+    """A transfer cannot go on; the message says why and how far it got."""
+
+
+def excluded(rel, patterns):
+    """True when ``rel`` (a relative path) matches a pattern by base name, whole path or any
+    leading directory."""
+    parts = rel.split("/")
+    for pat in patterns:
+        if fnmatch.fnmatchcase(parts[-1], pat) or fnmatch.fnmatchcase(rel, pat):
+            return True
+        for i in range(1, len(parts)):
+            if fnmatch.fnmatchcase(parts[i - 1], pat) or fnmatch.fnmatchcase("/".join(parts[:i]), pat):
+                return True
+    return False
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pack(src, out, excludes=(), verify=False):
+    """Write ``src`` (a file or a directory, recursively) as a tar stream to the binary file
+    ``out``; symlinks stay symlinks. Returns the (files, bytes) sent."""
+    src = src.rstrip("/") or "/"
+    top = os.path.basename(src) or "."
+    files = size = 0
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for path, rel in _walk(src, top, excludes):
+            info = tar.gettarinfo(path, arcname=rel)
+            info.uname = info.gname = ""
+            if info.isreg():
+                if verify:
+                    info.pax_headers[PAX_SHA] = _sha256(path)
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+                files += 1
+                size += info.size
+            elif info.isdir() or info.issym():
+                tar.addfile(info)
+    return files, size
+
+
+def _walk(src, top, excludes):
+    yield src, top
+    if os.path.isdir(src) and not os.path.islink(src):
+        for base, dirs, names in os.walk(src):
+            relbase = os.path.relpath(base, src)
+            for name in sorted(dirs + names):
+                rel = name if relbase == "." else relbase + "/" + name
+                if excludes and excluded(rel, excludes):
+                    if name in dirs:
+                        dirs.remove(name)
+                    continue
+                yield os.path.join(base, name), top + "/" + rel
+            dirs.sort()
+
+
+def total_size(src, excludes=()):
+    return sum(os.lstat(p).st_size for p, _ in _walk(src.rstrip("/") or "/", "x", excludes)
+               if stat.S_ISREG(os.lstat(p).st_mode))
+
+
+def manifest_line(digest, name):
+    """A sha256sum line as bytes; names with a newline or backslash are escaped as sha256sum does."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if b"\n" in raw or b"\\" in raw:
+        return b"\\" + digest.encode() + b"  " + raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n") + b"\n"
+    return digest.encode() + b"  " + raw + b"\n"
+
+
+def free_bytes(path):
+    """Free space for an unprivileged writer at ``path`` (the nearest existing ancestor)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, path
+
+
+class Unpacker:
+    """Extracts a tar stream into ``dest`` as docker cp does: into it when it is a directory,
+    else as it (its parent must exist)."""
+
+    def __init__(self, dest, verify=False, manifest=None):
+        self.verify = verify
+        self.manifest = manifest
+        self.files = self.bytes = 0
+        self._made = []
+        self._dir_times = []
+        dest = os.path.abspath(dest)
+        if os.path.isdir(dest):
+            self.root, self.rename = dest, None
+        else:
+            self.root, self.rename = os.path.dirname(dest), os.path.basename(dest)
+            if not os.path.isdir(self.root):
+                raise TransferError("%s does not exist" % self.root)
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+
+    def run(self, fileobj):
+        try:
+            with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
+                              errors="surrogateescape") as tar:
+                for member in tar:
+                    self._member(tar, member)
+            for dfd, mode, mtime in reversed(self._dir_times):
+                os.fchmod(dfd, mode)
+                os.utime(dfd, (mtime, mtime))
+        except (tarfile.TarError, EOFError) as exc:
+            self._undo()
+            raise TransferError("the stream broke after %d files (%d bytes): %s"
+                                % (self.files, self.bytes, exc)) from None
+        except BaseException:
+            self._undo()
+            raise
+        finally:
+            for dfd, _, _ in self._dir_times:
+                os.close(dfd)
+            for fd, _ in self._made:
+                os.close(fd)
+            os.close(self.root_fd)
+        return self.files, self.bytes
+
+    def _undo(self):
+        for parent_fd, name in reversed(self._made):
+            try:
+                os.rmdir(name, dir_fd=parent_fd)
+            except OSError:
+                pass
+
+    def _parts(self, name):
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if name.startswith("/") or ".." in parts or not parts:
+            raise TransferError("refused the stream: member %r is absolute or leaves the "
+                                "destination" % name)
+        if self.rename:
+            parts[0] = self.rename
+        return parts
+
+    def _dir(self, parts, create):
+        """An fd of the directory ``parts`` below the root, no symlink followed on the way."""
+        fd = os.dup(self.root_fd)
+        for part in parts:
+            try:
+                try:
+                    nfd = self._open_dir(fd, part)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    self._made.append((os.dup(fd), part))
+                    nfd = self._open_dir(fd, part)
+            finally:
+                os.close(fd)
+            fd = nfd
+        return fd
+
+    @staticmethod
+    def _open_dir(parent, name):
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        except (NotADirectoryError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise TransferError("refused to write through %s: it is not a directory (a symlink is "
+                                "never followed)" % name) from None
+
+    def _member(self, tar, m):
+        parts = self._parts(m.name)
+        parent = self._dir(parts[:-1], create=True)
+        name = parts[-1]
+        try:
+            if m.isdir():
+                try:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                    self._made.append((os.dup(parent), name))
+                except FileExistsError:
+                    pass
+                dfd = self._open_dir(parent, name)
+                # Mode and time are set last: a read-only directory must still take its files.
+                self._dir_times.append((dfd, m.mode & 0o7777, m.mtime))
+            elif m.issym():
+                tmp = TMP_PREFIX + os.urandom(4).hex()
+                os.symlink(m.linkname, tmp, dir_fd=parent)
+                os.utime(tmp, (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
+                os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            elif m.isreg():
+                self._file(tar, m, parent, name, "/".join(parts))
+        finally:
+            os.close(parent)
+
+    def _file(self, tar, m, parent, name, shown):
+        tmp = TMP_PREFIX + os.urandom(4).hex()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        h = hashlib.sha256()
+        try:
+            src = tar.extractfile(m)
+            left = m.size
+            with os.fdopen(os.dup(fd), "wb", buffering=0) as out:
+                while left:
+                    block = src.read(min(CHUNK, left))
+                    if not block:
+                        raise TransferError("the stream ended inside %s" % m.name)
+                    out.write(block)
+                    h.update(block)
+                    left -= len(block)
+            want = m.pax_headers.get(PAX_SHA)
+            if self.verify and want and want != h.hexdigest():
+                raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
+                                    % (m.name, h.hexdigest(), want))
+            os.fchmod(fd, m.mode & 0o7777)
+            os.utime(fd, (m.mtime, m.mtime))
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp, dir_fd=parent)
+            except OSError:
+                pass
+            raise
+        self.files += 1
+        self.bytes += m.size
+        if self.manifest is not None:
+            self.manifest.write(manifest_line(h.hexdigest(), shown))
+
+
+def main(argv):
+    """Host side: ``send SRC [--exclude G]... [--verify]``, ``receive DEST [--verify] [--size N]``,
+    ``df PATH``. Errors are one line on stderr and exit 1."""
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        # A hang-up or timeout must unwind through the cleanups: no partial file stays behind.
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        action, path, rest = argv[0], argv[1], argv[2:]
+        excludes = [rest[i + 1] for i, a in enumerate(rest) if a == "--exclude"]
+        verify = "--verify" in rest
+        if action == "send":
+            if not os.path.lexists(path):
+                raise TransferError("%s does not exist" % path)
+            pack(path, sys.stdout.buffer, excludes, verify)
+        elif action == "receive":
+            if "--size" in rest:
+                need = int(rest[rest.index("--size") + 1])
+                free, where = free_bytes(path)
+                if need > free:
+                    raise TransferError("%d bytes do not fit in %s (%d free)" % (need, where, free))
+            manifest = sys.stdout.buffer if verify else None
+            files, size = Unpacker(path, verify, manifest).run(sys.stdin.buffer)
+            if verify:
+                sys.stdout.buffer.write(b"verified %d files, %d bytes\n" % (files, size))
+        elif action == "df":
+            free, where = free_bytes(path)
+            st = os.statvfs(where)
+            sys.stdout.write("%s %d %d\n" % (where, free, st.f_blocks * st.f_frsize))
+        else:
+            raise TransferError("unknown action %r" % action)
+    except (TransferError, OSError, IndexError, ValueError) as exc:
+        sys.stderr.write("hostlink transfer: %s\n" % exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""Transfers with a real daemon: trees round-trip byte-identical both ways, on the socket and over
+TCP; --verify, --exclude; interrupted transfers leave nothing half-written; tar-slip and symlink
+tricks cannot write outside the destination; policy paths are enforced."""
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.daemon.test_remote import tcp_daemon
+
+
+def make_tree(root, big=0):
+    t = root / "tree"
+    (t / "empty").mkdir(parents=True)
+    (t / "a" / "b" / "c").mkdir(parents=True)
+    (t / "with space.txt").write_text("spaces\n")
+    (t / "new\nline").write_text("newline in the name\n")
+    (t / "a" / "b" / "c" / "deep.bin").write_bytes(os.urandom(100000))
+    os.chmod(t / "a" / "b" / "c" / "deep.bin", 0o640)
+    with open(bytes(t) + b"/caf\xe9", "wb") as f:
+        f.write(b"latin-1 name")
+    (t / "abs-link").symlink_to("/etc/hostname")
+    (t / "rel-link").symlink_to("a/b/c/deep.bin")
+    (t / "script.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(t / "script.sh", 0o755)
+    os.utime(t / "with space.txt", (1000000000, 1000000000))
+    if big:
+        with open(t / "big.bin", "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(big):
+                f.write(block)
+    return t
+
+
+def snapshot(root):
+    out = {}
+    for base, dirs, files in os.walk(bytes(root)):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, bytes(root))
+            if os.path.islink(path):
+                out[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                out[rel] = ("dir", oct(st.st_mode & 0o7777))
+            else:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                out[rel] = ("file", oct(st.st_mode & 0o7777), int(st.st_mtime), digest)
+    return out
+
+
+def test_tree_round_trips_both_ways(daemon, tmp_path):
+    src = make_tree(tmp_path / "src", big=200)
+    host = tmp_path / "host"
+    host.mkdir()
+    r = daemon.run("cp", str(src), "host:%s" % host, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(host / "tree") == snapshot(src)
+    back = tmp_path / "back"
+    r = daemon.run("get", str(host / "tree"), str(back), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(back) == snapshot(src)
+
+
+def test_round_trip_over_tcp(make_daemon, tmp_path):
+    d = tcp_daemon(make_daemon, "required")
+    src = make_tree(tmp_path / "src")
+    flags = ("-a", "127.0.0.1:%d" % d.port, "--fingerprint", d.fingerprint)
+    assert d.run(*flags, "put", str(src), str(tmp_path / "up")).returncode == 0
+    assert snapshot(tmp_path / "up") == snapshot(src)
+    assert d.run(*flags, "get", str(tmp_path / "up"), str(tmp_path / "down")).returncode == 0
+    assert snapshot(tmp_path / "down") == snapshot(src)
+
+
+def test_verify_prints_a_manifest(daemon, tmp_path):
+    src = make_tree(tmp_path / "src")
+    r = daemon.run("put", "--verify", str(src), str(tmp_path / "v"))
+    lines = r.stdout.decode("utf-8", "replace").splitlines()
+    assert r.returncode == 0 and lines[-1].startswith("verified 5 files")
+    digest = hashlib.sha256((src / "with space.txt").read_bytes()).hexdigest()
+    assert "%s  v/with space.txt" % digest in lines
+    assert any(l.startswith("\\") and "new\\nline" in l for l in lines)  # sha256sum's escaping
+    r = daemon.run("get", "--verify", str(tmp_path / "v"), str(tmp_path / "w"))
+    assert r.returncode == 0 and r.stdout.decode("utf-8", "replace").splitlines()[-1].startswith("verified 5")
+
+
+def test_exclude(daemon, tmp_path):
+    src = make_tree(tmp_path / "src")
+    (src / "a" / ".cache").mkdir()
+    (src / "a" / ".cache" / "x").write_text("x")
+    r = daemon.run("put", "--exclude", ".cache", "--exclude", "a/b", "--exclude", "*.sh", str(src),
+                   str(tmp_path / "e"))
+    assert r.returncode == 0, r.stderr
+    got = snapshot(tmp_path / "e")
+    assert b"a/.cache" not in got and b"a/b" not in got and b"script.sh" not in got
+    assert b"with space.txt" in got and b"empty" in got
+
+
+def test_interrupted_transfer_leaves_no_partial_file(daemon, tmp_path):
+    src = tmp_path / "huge.bin"
+    with open(src, "wb") as f:
+        f.truncate(3 << 30)  # sparse: reading it is fast, the transfer is long
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    proc = daemon.popen("put", str(src), str(dest))
+    wait_for(lambda: any(n.startswith(".hostlink-partial-") for n in os.listdir(dest)), 20,
+             "the transfer to start")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: os.listdir(dest) == [], 20, "the partial file to be removed")
+
+
+def test_tar_slip_refused(daemon, tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("ok.txt", "../escaped.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"hi"))
+    r = daemon.run("cp", "-", "host:%s" % dest, input=buf.getvalue())
+    assert r.returncode != 0 and b"leaves the destination" in r.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_symlink_in_destination_is_never_followed(daemon, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    (dest / "tree").mkdir(parents=True)
+    (dest / "tree" / "d").symlink_to(outside)  # as a tree holding d -> /etc would
+    src = tmp_path / "src" / "tree"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "passwd").write_text("owned\n")
+    r = daemon.run("put", str(src), str(dest))
+    assert r.returncode != 0 and b"a symlink is never followed" in r.stderr
+    assert os.listdir(outside) == []
+
+
+def test_policy_paths(make_daemon, tmp_path):
+    allowed = tmp_path / "srv"
+    allowed.mkdir()
+    d = make_daemon("[client boxed]\ntoken = boxed-token-0123456789\ncwd_allow = %s\nallow_shell = true\n"
+                    % allowed)
+    tok = ("-k", "boxed-token-0123456789")
+    r = d.run(*tok, "get", "/etc/shadow", str(tmp_path / "shadow"))
+    assert r.returncode == 6 and b"may not transfer /etc/shadow" in r.stderr
+    assert not (tmp_path / "shadow").exists()
+    (tmp_path / "f").write_text("x")
+    assert d.run(*tok, "put", str(tmp_path / "f"), "/etc/hostlink-test-file").returncode == 6
+    assert d.run(*tok, "put", str(tmp_path / "f"), str(allowed / "f")).returncode == 0
+
+
+def test_df(daemon):
+    r = daemon.run("df", "/tmp/does/not/exist/yet")
+    assert r.returncode == 0 and b"free of" in r.stdout and b"(at /tmp)" in r.stdout
