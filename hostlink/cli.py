@@ -547,7 +547,7 @@ def _json_result(r, req, target=None):
 
 def _dumps(obj):
     import json
-    return json.dumps(obj)
+    return json.dumps(obj, separators=(",", ":"))  # compact, as the first hostlink's scripts parse it
 
 
 def _print_json(obj):

@@ -59,5 +59,5 @@ class BadRequest(HostlinkError):
 FROM_DAEMON = {
     "auth_failed": AuthFailed, "auth_timeout": AuthFailed, "busy": Busy,
     "bad_request": BadRequest, "denied": Denied, "bad_cwd": RemoteFailed,
-    "spawn_failed": RemoteFailed, "shutting_down": ConnectFailed, "internal": ConnectFailed,
+    "spawn_failed": RemoteFailed, "not_found": RemoteFailed, "shutting_down": ConnectFailed, "internal": ConnectFailed,
 }

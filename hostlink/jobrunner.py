@@ -70,6 +70,8 @@ def main(spool):
                     exit_code=127, runner_pid=os.getpid())
         return 0
     write_state(spool, state="running", pid=proc.pid, runner_pid=os.getpid(), started=started)
+    if os.path.exists(os.path.join(spool, "cancel")):
+        kill_group(proc.pid, signal.SIGTERM)  # cancelled while it was starting
     cap = job["max_spool_bytes"]
     counts = {"stdout": 0, "stderr": 0}
     files = {"stdout": open(os.path.join(spool, "stdout"), "ab"),

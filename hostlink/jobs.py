@@ -44,7 +44,7 @@ class Jobs:
         cfg = self.server.cfg
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
         os.chmod(self.spool, 0o700)
-        ident = time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex()
+        ident = os.urandom(6).hex()  # 12 hex digits, as the first hostlink's ids
         d = os.path.join(self.spool, ident)
         os.mkdir(d, 0o700)
         job = {"id": ident, "client": client.name, "command": req.command,
@@ -69,7 +69,7 @@ class Jobs:
     def _find(self, client, ident):
         job = read_json(os.path.join(self.spool, os.path.basename(ident), "job.json")) if ident else None
         if job is None or job.get("client") != client.name:
-            raise SpawnError("bad_request", "no job %s (for client %s)" % (ident, client.name))
+            raise SpawnError("not_found", "no job %s (for client %s)" % (ident, client.name))
         return job
 
     def status(self, job):
@@ -111,18 +111,19 @@ class Jobs:
         self.sweep()
         if req.action == "list":
             jobs = []
-            for name in sorted(os.listdir(self.spool)) if os.path.isdir(self.spool) else ():
+            for name in os.listdir(self.spool) if os.path.isdir(self.spool) else ():
                 job = read_json(os.path.join(self.spool, name, "job.json"))
                 if job and job.get("client") == client.name:
                     jobs.append(self.status(job))
-            return await self._reply(chan, conn, {"jobs": jobs[::-1]}, record)
+            jobs.sort(key=lambda j: j["created"], reverse=True)  # newest first
+            return await self._reply(chan, conn, {"jobs": jobs}, record)
         job = self._find(client, req.id)
         if req.action == "status":
             return await self._reply(chan, conn, self.status(job), record)
         if req.action == "cancel":
             st = self.status(job)
             if st["state"] in FINAL:
-                raise SpawnError("bad_request", "job %s already ended (%s)" % (job["id"], st["state"]))
+                raise SpawnError("not_found", "job %s already ended (%s)" % (job["id"], st["state"]))
             open(os.path.join(self.spool, job["id"], "cancel"), "w").close()
             kill_group(st["pid"], 9 if req.kill else 15) if st.get("pid") else None
             return await self._reply(chan, conn, {"id": job["id"], "cancelled": True,
@@ -144,7 +145,7 @@ class Jobs:
         """tail: the spooled output (and, with follow, what is written next); wait: the outcome."""
         await chan.send(conn.send(p.Started(0, 0)))
         path = os.path.join(self.spool, job["id"], "stderr" if req.stream == "stderr" else "stdout")
-        kind = p.Stderr if req.stream == "stderr" else p.Stdout
+        kind = p.Stdout  # a log view: either stream is printed on stdout, as the first hostlink did
         pos = 0
         follow = req.follow or req.action == "wait"
         while True:

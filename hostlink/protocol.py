@@ -182,7 +182,7 @@ class Waiting(Event):
 
 
 # Error codes the daemon sends, documented in references/protocol.md.
-ERROR_CODES = ("auth_failed", "busy", "bad_request", "denied", "bad_cwd", "spawn_failed",
+ERROR_CODES = ("auth_failed", "busy", "bad_request", "denied", "bad_cwd", "spawn_failed", "not_found",
                "auth_timeout", "shutting_down", "internal")
 
 _DATA = (Stdin, Stdout, Stderr)

@@ -33,7 +33,7 @@ def test_detach_returns_at_once_and_wait_exits_as_exec(d):
     t = time.monotonic()
     ident = start(d, "sleep 1; echo done; exit 3")
     assert time.monotonic() - t < 1
-    assert status(d, ident)["state"] == "running"
+    assert status(d, ident)["state"] in ("starting", "running")
     assert d.run("job", "wait", ident).returncode == 1
     assert d.run("-x", "job", "wait", ident).returncode == 3
     st = status(d, ident)
@@ -54,7 +54,7 @@ def test_tail_follow_sees_lines_as_written(d):
 def test_tail_stderr(d):
     ident = start(d, "echo out; echo err >&2")
     d.run("job", "wait", ident)
-    assert d.run("job", "tail", "--stderr", ident).stderr.endswith(b"err\n")
+    assert d.run("job", "tail", "--stderr", ident).stdout == b"err\n"  # a log view, on stdout
 
 
 def test_job_timeout(d):
@@ -74,7 +74,7 @@ def test_cancel_kills_the_process_group(d, tmp_path):
         wait_for(lambda: not pid_alive(pid), 10, "process %d to die" % pid)
     wait_for(lambda: status(d, ident)["state"] == "cancelled", 10, "cancelled state")
     r = d.run("job", "cancel", ident)
-    assert r.returncode == 7 and b"already ended" in r.stderr
+    assert r.returncode == 1 and b"already ended" in r.stderr
 
 
 def test_spool_cap_drains_without_blocking(make_daemon, tmp_path):
@@ -100,9 +100,9 @@ def test_another_client_cannot_see_a_job(make_daemon, tmp_path):
                     % (tmp_path / "jobs"))
     ident = start(d, "sleep 5")
     r = d.run("-k", "other-token-0123456789", "job", "status", ident)
-    assert r.returncode == 7 and b"no job" in r.stderr
+    assert r.returncode == 1 and b"no job" in r.stderr
     assert json.loads(d.run("-k", "other-token-0123456789", "-j", "job", "list").stdout)["jobs"] == []
-    assert d.run("-k", "other-token-0123456789", "job", "cancel", ident).returncode == 7
+    assert d.run("-k", "other-token-0123456789", "job", "cancel", ident).returncode == 1
     d.run("job", "cancel", ident)
 
 
