@@ -236,6 +236,44 @@ class Bench:
             check=True), 3))
         self.row("tcp", "%d MiB over TCP+TLS (relayed)" % (size >> 20), size / 1e6 / t, "MB/s")
 
+    def files(self):
+        """A file each way over the socket, against cat of the same file in the container; jobs."""
+        size = GIB // 4 if self.quick else GIB
+        label = "%d MiB file" % (size >> 20)
+        host_dir = os.path.join(self.tmp, "files")
+        os.makedirs(host_dir)
+        host_file = os.path.join(host_dir, "src.bin")
+        run(["sh", "-c", "head -c %d /dev/zero > %s" % (size, host_file)])
+        t = ("import subprocess,time,os\nos.environ['HOSTLINK_SOCKET']='/run/hostlink/hostlink.sock'\n"
+             "subprocess.run('head -c %d /dev/zero > /tmp/big', shell=True, check=True)\n"
+             "def m(c):\n s=time.perf_counter(); subprocess.run(c, shell=True, check=True); "
+             "return time.perf_counter()-s\n" % size)
+        res = self.in_container(
+            t + "cat_t=min(m('cat /tmp/big > /dev/null') for _ in range(3))\n"
+            "put_t=min(m('/bench/hostlink put /tmp/big %s/put.bin') for _ in range(2))\n"
+            "get_t=min(m('rm -f /tmp/got; /bench/hostlink get %s /tmp/got') for _ in range(2))\n"
+            "print(cat_t, put_t, get_t)" % (host_dir, host_file))
+        cat_t, put_t, get_t = map(float, res.split())
+        mb = size / 1e6
+        self.row("files", "%s: cat in the container" % label, mb / cat_t, "MB/s")
+        self.row("files", "%s: hostlink put, container -> host" % label, mb / put_t, "MB/s",
+                 mb / cat_t, "goal >= 0.8x cat")
+        self.row("files", "%s: hostlink get, host -> container" % label, mb / get_t, "MB/s",
+                 mb / cat_t, "goal >= 0.8x cat")
+        proc, sock = self.daemon("jobs", 16)
+        with open(os.path.join(self.tmp, "jobs", "hostlink.conf"), "a") as f:
+            f.write("job_spool_dir = %s/jobs/spool\n" % self.tmp)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN="bench")
+        start = time.perf_counter()
+        procs = [subprocess.Popen([self.app, "exec", "-D", "sleep 1"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL) for _ in range(100)]
+        ids = [p.communicate()[0].strip() for p in procs]
+        total = (time.perf_counter() - start) * 1000
+        self.row("jobs", "100 x exec -D at once: all ids back", total, "ms", None,
+                 "%d ids" % sum(1 for i in ids if len(i) == 12))
+
     def client_start(self):
         n = 20 if self.quick else 50
         for py in (SYSTEM_PY, shutil.which("python3")):
@@ -307,6 +345,7 @@ def main():
         b.throughput()
         b.concurrency(float(single[2].split()[0]))
         b.tcp()
+        b.files()
         b.client_start()
         b.write()
     finally:

@@ -155,6 +155,20 @@ def test_targets_and_named_target(agent, host):
     assert [t["name"] for t in json.loads(out)] == ["(local)", "gpu-box"]
 
 
+def test_cp_between_container_and_host(agent, host):
+    # As uid 1000 in the container: a tree to the host and back, byte for byte.
+    code, _, err = sh(agent, "mkdir -p ~/proj/sub ~/proj/empty && head -c 300000 /dev/urandom > ~/proj/sub/r.bin"
+                             " && echo 'x y' > ~/proj/'a file' && ln -s sub/r.bin ~/proj/link")
+    assert code == 0, err
+    dest = host.marker.parent / "from-container"
+    code, out, err = sh(agent, "cd ~ && hostlink cp --verify proj host:%s" % dest)
+    assert code == 0 and "verified 2 files" in out, err
+    assert (dest / "empty").is_dir() and os.readlink(dest / "link") == "sub/r.bin"
+    code, out, err = sh(agent, "cd ~ && hostlink get %s back && cmp back/sub/r.bin proj/sub/r.bin && "
+                               "test -L back/link && test -d back/empty && cat 'back/a file'" % dest)
+    assert code == 0 and out == "x y\n", err
+
+
 def test_exit_codes_inside_container(agent):
     assert sh(agent, 'hostlink exec "exit 3"')[0] == 1
     assert sh(agent, 'hostlink -x exec "exit 3"')[0] == 3
