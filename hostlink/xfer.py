@@ -51,8 +51,9 @@ def pack(src, out, excludes=(), verify=False):
     src = src.rstrip("/") or "/"
     top = os.path.basename(src) or "."
     files = size = 0
+    # 1 MiB blocks: tarfile's stream default (10 KiB records, 16 KiB copies) caps it near 150 MB/s.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tar:
+                      errors="surrogateescape", bufsize=CHUNK, copybufsize=CHUNK) as tar:
         for path, rel in _walk(src, top, excludes):
             info = tar.gettarinfo(path, arcname=rel)
             info.uname = info.gname = ""
@@ -127,7 +128,7 @@ class Unpacker:
     def run(self, fileobj):
         try:
             with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
-                              errors="surrogateescape") as tar:
+                              errors="surrogateescape", bufsize=CHUNK) as tar:
                 for member in tar:
                     self._member(tar, member)
             for dfd, mode, mtime in reversed(self._dir_times):
@@ -219,7 +220,7 @@ class Unpacker:
     def _file(self, tar, m, parent, name, shown):
         tmp = TMP_PREFIX + os.urandom(4).hex()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-        h = hashlib.sha256()
+        h = hashlib.sha256() if (self.verify or self.manifest is not None) else None
         try:
             src = tar.extractfile(m)
             left = m.size
@@ -229,7 +230,8 @@ class Unpacker:
                     if not block:
                         raise TransferError("the stream ended inside %s" % m.name)
                     out.write(block)
-                    h.update(block)
+                    if h is not None:
+                        h.update(block)
                     left -= len(block)
             want = m.pax_headers.get(PAX_SHA)
             if self.verify and want and want != h.hexdigest():
