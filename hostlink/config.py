@@ -299,31 +299,9 @@ def load(path=DEFAULT_PATH):
     except UnicodeDecodeError:
         raise ConfigError("%s is not UTF-8 text" % path) from None
     cfg = parse(text, path)
-    if cfg.auth_token_file:
-        if cfg.auth_token:
-            raise ConfigError("%s: set auth_token or auth_token_file, not both" % path)
-        try:
-            check_private(cfg.auth_token_file)
-            with open(cfg.auth_token_file, encoding="utf-8") as f:
-                cfg.auth_token = f.read().strip()
-        except OSError as exc:
-            raise ConfigError("cannot read auth_token_file %s: %s"
-                              % (cfg.auth_token_file, exc.strerror)) from None
-    elif cfg.auth_token:
-        check_private(path)
+    cfg.auth_token = _token(cfg.auth_token, cfg.auth_token_file, path, path)
     for client in cfg.clients.values():
-        if client.token_file:
-            if client.token:
-                raise ConfigError("%s: set token or token_file, not both" % client.where)
-            try:
-                check_private(client.token_file)
-                with open(client.token_file, encoding="utf-8") as f:
-                    client.token = f.read().strip()
-            except OSError as exc:
-                raise ConfigError("%s: cannot read token_file %s: %s"
-                                  % (client.where, client.token_file, exc.strerror)) from None
-        elif client.token:
-            check_private(path)
+        client.token = _token(client.token, client.token_file, client.where, path)
         if len(client.token) < 16:
             raise ConfigError("%s: client %s needs a token of at least 16 characters"
                               % (client.where, client.name))
@@ -332,6 +310,22 @@ def load(path=DEFAULT_PATH):
         raise ConfigError("%s: no auth_token set; generate one with: "
                           "python3 -c 'import secrets; print(secrets.token_hex(32))'" % path)
     return cfg
+
+
+def _token(token, token_file, where, conf_path):
+    """The token given inline or in its file; either file must be private (StrictModes)."""
+    if not token_file:
+        if token:
+            check_private(conf_path)
+        return token
+    if token:
+        raise ConfigError("%s: set the token or its token file, not both" % where)
+    try:
+        check_private(token_file)
+        with open(token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError("%s: cannot read token file %s: %s" % (where, token_file, exc.strerror)) from None
 
 
 def _load_policy_dir(cfg):

@@ -402,15 +402,7 @@ class Server:
         else:
             raise p.ProtocolError("unknown mode %r" % req.mode)
         try:
-            user = policy.user_for(cfg, client)
-            cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-            if req.xfer:
-                req = _transfer_request(cfg, client, req)
-            elif policy.check(cfg, client, req, cwd) == "ask":
-                approved, reason = await self._approve(chan, conn, fds, client, req, cwd)
-                if not approved:
-                    raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
-                record["approved"] = True
+            req, user, cwd = await self._authorize(chan, conn, fds, client, req, record)
             proc = spawn.spawn(cfg, req, user, cwd, *stdio, tty=req.tty and req.mode == "relay")
         except spawn.SpawnError as exc:
             close_all(ours)
@@ -436,20 +428,28 @@ class Server:
                           "ok" if status is not None else "disconnected",
                           timed_out=job.timed_out, duration_ms=job.duration_ms)
 
+    async def _authorize(self, chan, conn, fds, client, req, record):
+        """(request, user, cwd) once policy, and a person where a rule asks one, let it run;
+        SpawnError otherwise. A transfer becomes the request that runs its host-side helper."""
+        cfg = self.cfg
+        user = policy.user_for(cfg, client)
+        cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
+        if req.xfer:
+            return _transfer_request(cfg, client, req), user, cwd
+        if policy.check(cfg, client, req, cwd) == "ask":
+            approved, reason = await self._approve(chan, conn, fds, client, req, cwd)
+            if not approved:
+                raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
+            record["approved"] = True
+        return req, user, cwd
+
     async def _detach(self, chan, conn, req, record, client):
         """exec -D: check as for exec, start a job runner, answer its id at once."""
         cfg = self.cfg
         record.update(event="job_start", cwd=req.cwd)
         record["argv" if req.argv is not None else "command"] = list(req.argv) if req.argv is not None else req.command
         try:
-            user = policy.user_for(cfg, client)
-            cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-            if req.xfer:
-                req = _transfer_request(cfg, client, req)
-            elif policy.check(cfg, client, req, cwd) == "ask":
-                approved, reason = await self._approve(chan, conn, [], client, req, cwd)
-                if not approved:
-                    raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
+            req, user, cwd = await self._authorize(chan, conn, [], client, req, record)
             timeout = req.timeout_ms or cfg.job_default_timeout_ms
             caps = [t for t in (cfg.job_max_timeout_ms, client.max_timeout_ms) if t]
             if caps and (timeout == 0 or timeout > min(caps)):
