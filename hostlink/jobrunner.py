@@ -48,7 +48,38 @@ class _Spec:
         self.namespace_pid = d.get("namespace_pid", 0)
 
 
+def descendants(pid):
+    """Every live descendant of ``pid``, read from /proc (children before grandchildren)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def sweep(sig):
+    """Signal everything this runner started, what left the process group included: the runner
+    is a child subreaper, so a command's daemonized grandchildren stay below it."""
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
 def main(spool):
+    from .spawn import become_subreaper
+    become_subreaper()
     job = read_json(os.path.join(spool, "job.json"))
     spec = _Spec(job)
     import pwd
@@ -70,6 +101,9 @@ def main(spool):
                     exit_code=127, runner_pid=os.getpid())
         return 0
     write_state(spool, state="running", pid=proc.pid, runner_pid=os.getpid(), started=started)
+    # hostlinkd cancels a job by signalling its runner: SIGTERM asks, SIGUSR1 kills.
+    signal.signal(signal.SIGTERM, lambda s, f: (kill_group(proc.pid, signal.SIGTERM), sweep(signal.SIGTERM)))
+    signal.signal(signal.SIGUSR1, lambda s, f: (kill_group(proc.pid, signal.SIGKILL), sweep(signal.SIGKILL)))
     if os.path.exists(os.path.join(spool, "cancel")):
         kill_group(proc.pid, signal.SIGTERM)  # cancelled while it was starting
     cap = job["max_spool_bytes"]
@@ -88,9 +122,11 @@ def main(spool):
         if deadline and now >= deadline and not timed_out:
             timed_out = True
             kill_group(proc.pid, signal.SIGTERM)
+            sweep(signal.SIGTERM)
             kill_at = now + job["kill_grace_ms"] / 1000
         if kill_at and now >= kill_at:
             kill_group(proc.pid, signal.SIGKILL)
+            sweep(signal.SIGKILL)
             kill_at = None
         for key, _ in sel.select(wait):
             data = os.read(key.fileobj.fileno(), CHUNK)
@@ -107,7 +143,14 @@ def main(spool):
             break
     proc.wait()
     if timed_out or os.path.exists(os.path.join(spool, "cancel")):
-        kill_group(proc.pid, signal.SIGKILL)  # what is left of its group
+        kill_group(proc.pid, signal.SIGKILL)  # what is left of its group,
+        sweep(signal.SIGKILL)  # and what left the group
+    while True:  # reap what the sweep and the subreaper gave us
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
     code = proc.returncode
     sig = -code if code < 0 else 0
     code = 128 + sig if sig else code

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -125,7 +126,12 @@ class Jobs:
             if st["state"] in FINAL:
                 raise SpawnError("not_found", "job %s already ended (%s)" % (job["id"], st["state"]))
             open(os.path.join(self.spool, job["id"], "cancel"), "w").close()
-            kill_group(st["pid"], 9 if req.kill else 15) if st.get("pid") else None
+            state = read_json(os.path.join(self.spool, job["id"], "state.json")) or {}
+            if state.get("runner_pid") and _alive(state["runner_pid"], job["id"]):
+                # The runner signals the group and everything that left it (jobrunner.sweep).
+                os.kill(state["runner_pid"], signal.SIGUSR1 if req.kill else signal.SIGTERM)
+            elif st.get("pid"):
+                kill_group(st["pid"], 9 if req.kill else 15)
             return await self._reply(chan, conn, {"id": job["id"], "cancelled": True,
                                                   "signal": 9 if req.kill else 15}, record)
         if req.action == "rm":

@@ -77,6 +77,15 @@ def test_cancel_kills_the_process_group(d, tmp_path):
     assert r.returncode == 1 and b"already ended" in r.stderr
 
 
+def test_cancel_reaches_what_left_the_process_group(d, tmp_path):
+    pidfile = tmp_path / "escaped"
+    ident = start(d, "setsid sh -c 'echo $$ > %s; exec sleep 60' & wait" % pidfile)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the escaped child")
+    escaped = int(pidfile.read_text())
+    assert d.run("job", "cancel", "--kill", ident).returncode == 0
+    wait_for(lambda: not pid_alive(escaped), 10, "the child that left the group to die")
+
+
 def test_spool_cap_drains_without_blocking(make_daemon, tmp_path):
     d = make_daemon("job_spool_dir = %s\njob_max_spool_bytes = 1000\n" % (tmp_path / "jobs"))
     ident = start(d, "head -c 5000000 /dev/zero; echo finished >&2")
