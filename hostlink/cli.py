@@ -37,12 +37,16 @@ _OPTIONS = {
     "--ping": ("ping", False),
     "--fingerprint": ("fingerprint", True),
     "--plain": ("plain", False),
+    "-m": ("max_output", True), "--max-output": ("max_output", True),
+    "--max-stdout": ("max_stdout", True), "--max-stderr": ("max_stderr", True),
+    "-O": ("output_to_file", False), "--output-to-file": ("output_to_file", False),
     "-h": ("help", False), "--help": ("help", False),
     "-V": ("version", False), "--version": ("version", False),
 }
 # Options that may also follow ``exec`` (before the command words).
 _EXEC_OPTIONS = ("-w", "--workdir", "-e", "--env", "-T", "--timeout", "-j", "--json",
-                 "-x", "--exit-status", "--argv", "--relay", "--tty", "-D", "--detach")
+                 "-x", "--exit-status", "--argv", "--relay", "--tty", "-D", "--detach",
+                 "-m", "--max-output", "--max-stdout", "--max-stderr", "-O", "--output-to-file")
 
 USAGE = """\
 usage: hostlink [OPTIONS] COMMAND [ARGS]
@@ -81,6 +85,10 @@ options:
   -C, --connect-timeout MS give up connecting after MS milliseconds (default 5000)
   -j, --json               print one JSON object with stdout, stderr and exit_code
   -x, --exit-status        exit with the remote command's own status, as ssh does
+  -m, --max-output SIZE    keep at most SIZE (4K, 16M) of each stream, drain the rest (also
+                           --max-stdout, --max-stderr); -j reports *_truncated
+  -O, --output-to-file     write the output to files (hl_ID_stdout, hl_ID_stderr in
+                           $HOSTLINK_OUTPUT_DIR or /tmp) and report their paths
       --tty                give the command a pseudo-terminal on the host (as ssh -t), relayed
       --relay              stream through the connection instead of passing this process's
                            stdin/stdout/stderr to the command (always so with -j and TCP)
@@ -102,7 +110,8 @@ class Options:
         self.timeout = self.connect_timeout = self.workdir = None
         self.env = []
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
-        self.all = self.ping = self.plain = self.tty = self.detach = False
+        self.all = self.ping = self.plain = self.tty = self.detach = self.output_to_file = False
+        self.max_output = self.max_stdout = self.max_stderr = None
         self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
         self.mapped_from = ""  # the container directory that HOSTLINK_PATH_MAP translated
@@ -249,7 +258,8 @@ def cmd_exec(opts, words, environ):
     timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
     if opts.detach:
         return _detach(opts, ep, _replace(req, timeout_ms=timeout, mode="relay", detach=True))
-    fds = ep.socket and not (opts.json or opts.relay or opts.tty)
+    output = _Output.for_options(opts)
+    fds = ep.socket and not (opts.json or opts.relay or opts.tty or output)
     req = _replace(req, timeout_ms=timeout, mode="fds" if fds else "relay")
     if opts.tty:
         rows, cols = _winsize()
@@ -260,7 +270,11 @@ def cmd_exec(opts, words, environ):
                                      % (w.id, w.node, w.text, w.timeout_ms // 1000))
     restore = _raw_terminal() if opts.tty else None
     try:
-        result = session.exec(req, capture=opts.json)
+        if output:
+            result = session.exec(req, out=output)
+            output.finish(result, opts.json)
+        else:
+            result = session.exec(req, capture=opts.json)
     except HostlinkError as exc:
         if opts.mapped_from and req.cwd and req.cwd in exc.message:
             exc.message += " (it is %s in this container, mapped by HOSTLINK_PATH_MAP)" % opts.mapped_from
@@ -273,8 +287,10 @@ def cmd_exec(opts, words, environ):
     if warning:
         _say("note: " + warning)
     if opts.json:
-        _print_json(_json_result(result, req))
+        _print_json(_json_result(result, req, output=output))
         opts.printed = True
+    elif output and output.paths:
+        _say("output in %s and %s" % (output.paths[1], output.paths[2]))
     raise_for(result)
     return result.returncode
 
@@ -389,6 +405,68 @@ def cmd_job(opts, words, environ):
     else:
         sys.stdout.write("%s %s\n" % ("cancelled" if action == "cancel" else "removed", reply["id"]))
     return 0
+
+
+def _size_arg(value, name):
+    """Bytes from 4096, 4K, 16M or 1G."""
+    text = str(value).strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if mult > 1 else text
+    if not digits.isdigit():
+        raise UsageError("%s wants a size such as 4096, 64K or 16M, not %r" % (name, value))
+    return int(digits) * mult
+
+
+class _Output:
+    """Relayed output under the first hostlink's -m/--max-stdout/--max-stderr caps, or written to
+    files with -O (its output-to-file mode); past a cap output is drained and counted."""
+
+    def __init__(self, caps, capture, to_files):
+        self.id = _new_id()
+        self.caps = caps
+        self.capture = capture
+        self.kept = {1: bytearray(), 2: bytearray()}
+        self.total = {1: 0, 2: 0}
+        self.files, self.paths = {}, {}
+        if to_files:
+            import tempfile
+            base = os.environ.get("HOSTLINK_OUTPUT_DIR") or tempfile.gettempdir()
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                self.paths[fd] = os.path.join(base, "hl_%s_%s" % (self.id, name))
+                self.files[fd] = open(self.paths[fd], "wb")
+
+    @classmethod
+    def for_options(cls, opts):
+        if not (opts.max_output or opts.max_stdout or opts.max_stderr or opts.output_to_file):
+            return None
+        both = _size_arg(opts.max_output, "-m") if opts.max_output else None
+        caps = {1: _size_arg(opts.max_stdout, "--max-stdout") if opts.max_stdout else both,
+                2: _size_arg(opts.max_stderr, "--max-stderr") if opts.max_stderr else both}
+        return cls(caps, opts.json, opts.output_to_file)
+
+    def __call__(self, fd, data):
+        seen = self.total[fd]
+        self.total[fd] += len(data)
+        if self.files:
+            self.files[fd].write(data)
+            return
+        cap = self.caps.get(fd)
+        chunk = data if cap is None else data[:max(0, cap - seen)]
+        if not chunk:
+            return
+        if self.capture:
+            self.kept[fd] += chunk
+        else:
+            from .client import _write_all
+            _write_all(fd, chunk)
+
+    def finish(self, result, json_out):
+        for f in self.files.values():
+            f.close()
+        result.stdout, result.stderr = bytes(self.kept[1]), bytes(self.kept[2])
+
+    def __bool__(self):
+        return True
 
 
 def _winsize():
@@ -527,17 +605,23 @@ def _text(data):
         return data.decode("utf-8", "replace"), base64.b64encode(data).decode("ascii")
 
 
-def _json_result(r, req, target=None):
-    out = {"version": 1, "id": _new_id(), "node": r.node,
+def _json_result(r, req, target=None, output=None):
+    out = {"version": 1, "id": output.id if output else _new_id(), "node": r.node,
            "status": "timeout" if r.timed_out else "ok",
            "exit_code": -2 if r.timed_out else r.returncode}
-    for name in ("stdout", "stderr"):
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if output and output.paths:
+            out[name + "_file"] = output.paths[fd]
+            continue
         text, exact = _text(getattr(r, name) or b"")
         out[name] = text
         if exact is not None:
             out[name + "_base64"] = exact
-    out.update(stdout_truncated=False, stderr_truncated=False, duration_ms=r.duration_ms,
-               signal=r.signal, timed_out=r.timed_out)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        total = output.total[fd] if output else len(getattr(r, name) or b"")
+        out[name + "_truncated"] = bool(output and not output.paths and total > len(getattr(r, name) or b""))
+        out[name + "_original_bytes"] = total
+    out.update(duration_ms=r.duration_ms, signal=r.signal, timed_out=r.timed_out)
     if r.timed_out:
         out["error_msg"] = "command timed out after %d ms and was killed" % r.timeout_ms
     if target is not None:
@@ -615,8 +699,10 @@ def run_shim(prog, argv, environ):
         return 124 if exc.exit_code == 5 else 255
 
 
-def _transfer_args(words):
-    """(paths, excludes, verify) from cp/put/get arguments; the first hostlink's flags accepted."""
+def _transfer_args(words, extra=None):
+    """(paths, excludes, verify) from cp/put/get arguments; the first hostlink's flags accepted
+    (--mkdir and --mode land in ``extra``, for put)."""
+    extra = [] if extra is None else extra
     paths, excludes, verify, i = [], [], False, 0
     while i < len(words):
         w = words[i]
@@ -630,8 +716,23 @@ def _transfer_args(words):
                 raise UsageError("--exclude needs a pattern")
         elif w == "--verify":
             verify = True
-        elif w in ("--stream", "--mkdir", "-r", "-R", "--recursive"):
+        elif w in ("--stream", "-r", "-R", "--recursive"):
             pass  # the first hostlink's: streaming and directories are how this one always works
+        elif w == "--mkdir":
+            extra.append("--mkdir")
+        elif w == "--mode" or w.startswith("--mode="):
+            if "=" in w:
+                mode = w.split("=", 1)[1]
+            elif i + 1 < len(words):
+                i += 1
+                mode = words[i]
+            else:
+                raise UsageError("--mode requires an octal argument")
+            try:
+                int(mode, 8)
+            except ValueError:
+                raise UsageError("--mode requires an octal argument, not %r" % mode)
+            extra += ["--mode", mode]
         elif w.startswith("-") and w != "-":
             raise UsageError("unknown transfer flag %s (known: --exclude GLOB, --verify)" % w)
         else:
@@ -642,7 +743,7 @@ def _transfer_args(words):
     return paths, excludes, verify
 
 
-def _transfer(opts, environ, direction, remote_target, local, remote, excludes, verify):
+def _transfer(opts, environ, direction, remote_target, local, remote, excludes, verify, extra=()):
     from . import transfer
     from .client import Session, raise_for
     from .protocol import Exec
@@ -657,7 +758,7 @@ def _transfer(opts, environ, direction, remote_target, local, remote, excludes, 
     session = Session(ep, _connect_timeout(opts))
     try:
         if direction == "put":
-            result = transfer.put(session, factory, local, remote, excludes, verify, fds_mode)
+            result = transfer.put(session, factory, local, remote, excludes, verify, fds_mode, extra)
         else:
             result = transfer.get(session, factory, remote, local, excludes, verify, fds_mode)
     finally:
@@ -668,14 +769,25 @@ def _transfer(opts, environ, direction, remote_target, local, remote, excludes, 
     return 0
 
 
-def cmd_put(opts, words, environ):
-    (local, remote), excludes, verify = _transfer_args(words)
-    return _transfer(opts, environ, "put", None, local, remote, excludes, verify)
+def cmd_put(opts, words, environ, verify_always=False):
+    extra = []
+    (local, remote), excludes, verify = _transfer_args(words, extra)
+    return _transfer(opts, environ, "put", None, local, remote, excludes, verify or verify_always, extra)
 
 
-def cmd_get(opts, words, environ):
+def cmd_get(opts, words, environ, verify_always=False):
     (remote, local), excludes, verify = _transfer_args(words)
-    return _transfer(opts, environ, "get", None, local, remote, excludes, verify)
+    return _transfer(opts, environ, "get", None, local, remote, excludes, verify or verify_always)
+
+
+def cmd_put_stream(opts, words, environ):
+    """The first hostlink's put-stream: a put with SHA-256 verification."""
+    return cmd_put(opts, words, environ, verify_always=True)
+
+
+def cmd_get_stream(opts, words, environ):
+    """The first hostlink's get-stream: a get with SHA-256 verification."""
+    return cmd_get(opts, words, environ, verify_always=True)
 
 
 def cmd_cp(opts, words, environ):
@@ -733,7 +845,7 @@ def cmd_df(opts, words, environ):
         _print_json({"path": words[0], "filesystem_path": where, "free_bytes": int(free),
                      "total_bytes": int(total)})
     else:
-        sys.stdout.write("%s: %s free of %s (at %s)\n" % (words[0], _size(int(free)), _size(int(total)), where))
+        sys.stdout.write("%s: %s free of %s (for %s)\n" % (where, _size(int(free)), _size(int(total)), words[0]))
     return 0
 
 
@@ -746,7 +858,7 @@ def _size(n):
 
 COMMANDS = {"exec": cmd_exec, "ping": cmd_ping, "targets": cmd_targets, "doctor": cmd_doctor,
             "shim": cmd_shim, "job": cmd_job, "cp": cmd_cp, "put": cmd_put, "get": cmd_get,
-            "df": cmd_df}
+            "df": cmd_df, "put-stream": cmd_put_stream, "get-stream": cmd_get_stream}
 
 
 def run(argv, environ, compat=False):
@@ -763,7 +875,7 @@ def run(argv, environ, compat=False):
         name, words = rest[0], rest[1:]
         if name == "exec":
             words = parse(words, opts, _EXEC_OPTIONS)
-        elif name in ("shim", "job", "cp", "put", "get", "df"):
+        elif name in ("shim", "job", "cp", "put", "get", "df", "put-stream", "get-stream"):
             pass  # their own arguments
         elif words:
             words = parse(words, opts)
@@ -784,8 +896,8 @@ def run(argv, environ, compat=False):
                          "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
                          "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
         _say(exc.message)
-        if compat:
-            return 124 if exc.exit_code == 5 else 125
+        if compat:  # the first hostlink's codes: 124 timeout, 1 for a missing job, 125 itself
+            return {5: 124, 1: 1}.get(exc.exit_code, 125)
         if opts.exit_status:
             return 124 if exc.exit_code == 5 else 255
         return exc.exit_code

@@ -382,7 +382,7 @@ def _write_all(fd, data):
 def check_timeout(result, requested_ms):
     """A warning when the daemon ran the command with less time than asked, else ""."""
     if requested_ms and result.timeout_ms and result.timeout_ms < requested_ms:
-        return ("timeout %d ms is over the daemon's max_timeout_ms; it runs with %d ms"
+        return ("-T %d exceeds this daemon's max_timeout_ms; it runs with %d ms"
                 % (requested_ms, result.timeout_ms))
     return ""
 

@@ -212,6 +212,8 @@ def parse(text, path="hostlink.conf"):
             _client_key(client, key, value, where, lineno, seen)
             continue
         key = ALIASES.get(key, key)
+        if key == "output_tmpdir":
+            cfg.output_tmpdir = value  # only to place the job spool as the first hostlink did
         if key in IGNORED:
             cfg.notices.append("%s: '%s' means nothing to this hostlinkd (output is streamed "
                                "whole); ignored" % (where, key))
@@ -225,7 +227,7 @@ def parse(text, path="hostlink.conf"):
             setattr(cfg, key, KEYS[key][0](value))
         except ValueError as exc:
             raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
-    _check(cfg)
+    _check(cfg, seen)
     return cfg
 
 
@@ -264,9 +266,11 @@ def _tls_defaults(cfg):
     cfg.tls_key = cfg.tls_key or os.path.join(base, "hostlink.key")
 
 
-def _check(cfg):
+def _check(cfg, explicit=()):
     _tls_defaults(cfg)
     cfg.policy_dir = cfg.policy_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.path)), "policy.d")
+    if getattr(cfg, "output_tmpdir", "") and "job_spool_dir" not in explicit:
+        cfg.job_spool_dir = os.path.join(cfg.output_tmpdir, "jobs")  # where the first hostlink kept them
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
         raise ConfigError("%s: default_timeout_ms (%d) is over max_timeout_ms (%d)"
                           % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms))

@@ -34,11 +34,12 @@ def _pump_thread(fn):
     return t, box
 
 
-def put(session, req_factory, local, remote, excludes, verify, fds_mode):
+def put(session, req_factory, local, remote, excludes, verify, fds_mode, extra=()):
     """Send ``local`` (file or directory) to ``remote`` on the host."""
     if not os.path.lexists(local):
         raise UsageError("%s does not exist here" % local)
-    args = (remote, "--size", str(xfer.total_size(local, excludes))) + (("--verify",) if verify else ())
+    args = ((remote, "--size", str(xfer.total_size(local, excludes))) + (("--verify",) if verify else ())
+            + tuple(extra))
     req = req_factory("receive", args)
     r, w = os.pipe()
     out = os.fdopen(w, "wb")
@@ -85,6 +86,5 @@ def get(session, req_factory, remote, local, excludes, verify, fds_mode):
     if "error" in box:
         raise HostlinkError("writing %s: %s" % (local, box["error"]))
     if verify and result.returncode == 0:
-        files, size = box["result"]
-        sys.stdout.write("verified %d files, %d bytes\n" % (files, size))
+        sys.stderr.write(xfer.summary(*box["result"]))
     return result

@@ -97,6 +97,11 @@ def manifest_line(digest, name):
     return digest.encode() + b"  " + raw + b"\n"
 
 
+def summary(files, size):
+    """The count after a verified transfer (stderr, so stdout stays a sha256sum file)."""
+    return "%d of %d files sha256-verified, %d bytes\n" % (files, files, size)
+
+
 def free_bytes(path):
     """Free space for an unprivileged writer at ``path`` (the nearest existing ancestor)."""
     path = os.path.abspath(path)
@@ -253,7 +258,9 @@ class Unpacker:
         self.files += 1
         self.bytes += m.size
         if self.manifest is not None:
-            self.manifest.write(manifest_line(h.hexdigest(), shown))
+            # Relative to what was copied, so `sha256sum -c` runs in the source or the copy.
+            rel = shown.split("/", 1)[1] if "/" in shown else shown
+            self.manifest.write(manifest_line(h.hexdigest(), rel))
 
 
 def main(argv):
@@ -278,9 +285,13 @@ def main(argv):
                 if need > free:
                     raise TransferError("%d bytes do not fit in %s (%d free)" % (need, where, free))
             manifest = sys.stdout.buffer if verify else None
+            if "--mkdir" in rest:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             files, size = Unpacker(path, verify, manifest).run(sys.stdin.buffer)
+            if "--mode" in rest and os.path.isfile(path) and not os.path.islink(path):
+                os.chmod(path, int(rest[rest.index("--mode") + 1], 8))
             if verify:
-                sys.stdout.buffer.write(b"verified %d files, %d bytes\n" % (files, size))
+                sys.stderr.write(summary(files, size))
         elif action == "df":
             free, where = free_bytes(path)
             st = os.statvfs(where)

@@ -98,7 +98,7 @@ def test_client_max_timeout(d):
     start = time.monotonic()
     r = as_client(d, "ops-token-0123456789abcdef", "-T", "60000", "exec", "sleep 10")
     assert r.returncode == 5 and time.monotonic() - start < 5
-    assert b"max_timeout_ms; it runs with 800 ms" in r.stderr
+    assert b"-T 60000 exceeds this daemon's max_timeout_ms; it runs with 800 ms" in r.stderr
 
 
 def test_ping_only(d):

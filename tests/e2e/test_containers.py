@@ -162,7 +162,7 @@ def test_cp_between_container_and_host(agent, host):
     assert code == 0, err
     dest = host.marker.parent / "from-container"
     code, out, err = sh(agent, "cd ~ && hostlink cp --verify proj host:%s" % dest)
-    assert code == 0 and "verified 2 files" in out, err
+    assert code == 0 and "2 of 2 files sha256-verified" in err, err
     assert (dest / "empty").is_dir() and os.readlink(dest / "link") == "sub/r.bin"
     code, out, err = sh(agent, "cd ~ && hostlink get %s back && cmp back/sub/r.bin proj/sub/r.bin && "
                                "test -L back/link && test -d back/empty && cat 'back/a file'" % dest)
