@@ -40,6 +40,7 @@ _OPTIONS = {
     "-m": ("max_output", True), "--max-output": ("max_output", True),
     "--max-stdout": ("max_stdout", True), "--max-stderr": ("max_stderr", True),
     "-O": ("output_to_file", False), "--output-to-file": ("output_to_file", False),
+    "--verify": ("verify", False),
     "-h": ("help", False), "--help": ("help", False),
     "-V": ("version", False), "--version": ("version", False),
 }
@@ -112,6 +113,7 @@ class Options:
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
         self.all = self.ping = self.plain = self.tty = self.detach = self.output_to_file = False
         self.max_output = self.max_stdout = self.max_stderr = None
+        self.verify = False
         self.fingerprint = ""
         self.printed = False  # -j output already written: errors add no second object
         self.mapped_from = ""  # the container directory that HOSTLINK_PATH_MAP translated
@@ -716,8 +718,10 @@ def _transfer_args(words, extra=None):
                 raise UsageError("--exclude needs a pattern")
         elif w == "--verify":
             verify = True
-        elif w in ("--stream", "-r", "-R", "--recursive"):
-            pass  # the first hostlink's: streaming and directories are how this one always works
+        elif w == "--stream":
+            pass  # the first hostlink's: streaming is how this one always works
+        elif w in ("-r", "-R", "--recursive"):
+            raise UsageError("%s is not needed: directories are copied whole" % w)
         elif w == "--mkdir":
             extra.append("--mkdir")
         elif w == "--mode" or w.startswith("--mode="):
@@ -772,12 +776,14 @@ def _transfer(opts, environ, direction, remote_target, local, remote, excludes, 
 def cmd_put(opts, words, environ, verify_always=False):
     extra = []
     (local, remote), excludes, verify = _transfer_args(words, extra)
-    return _transfer(opts, environ, "put", None, local, remote, excludes, verify or verify_always, extra)
+    verify = verify or verify_always or opts.verify
+    return _transfer(opts, environ, "put", None, local, remote, excludes, verify, extra)
 
 
 def cmd_get(opts, words, environ, verify_always=False):
     (remote, local), excludes, verify = _transfer_args(words)
-    return _transfer(opts, environ, "get", None, local, remote, excludes, verify or verify_always)
+    verify = verify or verify_always or opts.verify
+    return _transfer(opts, environ, "get", None, local, remote, excludes, verify)
 
 
 def cmd_put_stream(opts, words, environ):
@@ -840,12 +846,14 @@ def cmd_df(opts, words, environ):
         session.close()
     if r.returncode:
         raise HostlinkError(r.stderr.decode(errors="replace").strip())
-    where, free, total = r.stdout.decode().split()
+    where, free, total = r.stdout.decode().rsplit(None, 2)
     if opts.json:
         _print_json({"path": words[0], "filesystem_path": where, "free_bytes": int(free),
                      "total_bytes": int(total)})
     else:
-        sys.stdout.write("%s: %s free of %s (for %s)\n" % (where, _size(int(free)), _size(int(total)), words[0]))
+        note = "" if where == words[0].rstrip("/") else ", the nearest existing ancestor of %s" % words[0]
+        sys.stdout.write("%s free of %s bytes (%s of %s) at %s%s\n"
+                         % (free, total, _size(int(free)), _size(int(total)), where, note))
     return 0
 
 

@@ -68,6 +68,8 @@ class Jobs:
         return ident
 
     def _find(self, client, ident):
+        if len(ident) != 12 or any(c not in "0123456789abcdef" for c in ident):
+            raise SpawnError("bad_request", "malformed job id %r (12 lowercase hex digits)" % ident[:40])
         job = read_json(os.path.join(self.spool, os.path.basename(ident), "job.json")) if ident else None
         if job is None or job.get("client") != client.name:
             raise SpawnError("not_found", "no job %s (for client %s)" % (ident, client.name))

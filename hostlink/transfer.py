@@ -85,6 +85,7 @@ def get(session, req_factory, remote, local, excludes, verify, fds_mode):
         src.close()
     if "error" in box:
         raise HostlinkError("writing %s: %s" % (local, box["error"]))
-    if verify and result.returncode == 0:
-        sys.stderr.write(xfer.summary(*box["result"]))
+    if result.returncode == 0:
+        files, size = box["result"]
+        sys.stderr.write(xfer.summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
     return result

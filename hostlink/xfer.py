@@ -290,8 +290,7 @@ def main(argv):
             files, size = Unpacker(path, verify, manifest).run(sys.stdin.buffer)
             if "--mode" in rest and os.path.isfile(path) and not os.path.islink(path):
                 os.chmod(path, int(rest[rest.index("--mode") + 1], 8))
-            if verify:
-                sys.stderr.write(summary(files, size))
+            sys.stderr.write(summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
         elif action == "df":
             free, where = free_bytes(path)
             st = os.statvfs(where)
