@@ -7,13 +7,12 @@ frames. Only cheap modules are imported here: this is the hot path of ``hostlink
 """
 
 import os
-import sys
 
 import _signal
 import _socket
 
 from . import protocol as p
-from .errors import FROM_DAEMON, AuthFailed, ConnectFailed, HostlinkError, TimedOut
+from .errors import FROM_DAEMON, ConnectFailed, HostlinkError, TimedOut
 
 RECV_SIZE = 1 << 20
 STDIN_CHUNK = 256 << 10
@@ -219,7 +218,7 @@ class Session:
     # ---- internals -----------------------------------------------------------------------------
 
     def _resize(self, signum, frame):
-        from .cli import _winsize
+        from .commands import _winsize
         rows, cols = _winsize()
         if rows and cols:
             self._queue(self.conn.send(p.Resize(rows, cols)))

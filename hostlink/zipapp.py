@@ -7,7 +7,6 @@ Compiled bytecode for the building interpreter sits beside each source; another 
 falls back to the source.
 """
 
-import importlib.util
 import io
 import os
 import py_compile
@@ -16,7 +15,7 @@ import tempfile
 import zipfile
 
 CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", "doctor", "fanout",
-                  "legacy", "shims", "transfer", "xfer")
+                  "legacy", "shims", "transfer", "xfer", "commands")
 # Imports the client straight from the archive: running the archive as a script would go through
 # runpy, whose imports (importlib.util, contextlib, collections) cost more than the client itself.
 HEADER = (b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \''

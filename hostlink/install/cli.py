@@ -1,7 +1,6 @@
 """The ``hostlink-install`` command line (typer): parse, call host/containers, render the report."""
 
 import os
-import sys
 from typing import List, Optional
 
 import typer

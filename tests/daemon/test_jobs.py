@@ -4,7 +4,6 @@ isolation between clients, and jobs that outlive a daemon restart."""
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest

@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import tarfile
-import time
 
-import pytest
 
 from tests.conftest import wait_for
 from tests.daemon.test_remote import tcp_daemon
