@@ -461,6 +461,9 @@ def main():
             code = run(sys.argv[1:], os.environ, compat)
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:  # a local file or descriptor problem: one line, never a traceback
+        _say("%s%s" % (exc.strerror or exc, ": %s" % exc.filename if exc.filename else ""))
+        code = 7
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from . import __version__, config, spawn
+from . import __version__, config, spawn, tls
 from .server import Server
 
 log = logging.getLogger("hostlinkd")
@@ -75,6 +75,9 @@ def main(argv=None):
     except OSError as exc:
         print("hostlinkd: %s" % (exc.strerror and "%s: %s" % (exc.filename or "", exc.strerror)
                                   or exc), file=sys.stderr)
+        return 2
+    except tls.TLSError as exc:
+        print("hostlinkd: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
