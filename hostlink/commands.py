@@ -137,10 +137,13 @@ def cmd_job(opts, words, environ):
         for j in reply["jobs"]:
             sys.stdout.write("%-26s %-9s %4s  %s\n" % (j["id"], j["state"], j.get("exit_code", ""), j["command"]))
     elif action == "status":
-        for key in ("id", "state", "exit_code", "signal", "command", "cwd", "pid", "stdout_spooled",
-                    "stderr_spooled", "spool_truncated"):
+        for key in ("id", "state", "exit_code", "signal", "command", "cwd", "pid", "timeout_ms",
+                    "stdout_spooled", "stderr_spooled"):
             if key in reply:
                 sys.stdout.write("%s: %s\n" % (key, reply[key]))
+        if reply.get("spool_truncated"):
+            sys.stdout.write("output: CAPPED at job_max_spool_bytes; the job produced %d bytes\n"
+                             % (reply.get("stdout_bytes", 0) + reply.get("stderr_bytes", 0)))
     else:
         sys.stdout.write("%s %s\n" % ("cancelled" if action == "cancel" else "removed", reply["id"]))
     return 0

@@ -106,7 +106,7 @@ KEYS = {
     "admin_socket": (_optpath, "/run/hostlink-admin/admin.sock", "root-only socket of hostlink-approve"),
     "policy_dir": (_optpath, "", "drop-in rules (hostlink-approve --always); default policy.d beside the conf"),
     "job_spool_dir": (_abspath, "/var/lib/hostlink/jobs", "detached jobs' records and output (0700)"),
-    "job_default_timeout_ms": (_int(0, 365 * _DAY_MS), 0, "a job's timeout when none is asked (0: none)"),
+    "job_default_timeout_ms": (_int(0, 365 * _DAY_MS), _DAY_MS, "a job's timeout when none is asked (0: none)"),
     "job_max_timeout_ms": (_int(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
     "job_max_spool_bytes": (_int(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
     "job_retention_s": (_int(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),

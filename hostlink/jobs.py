@@ -85,7 +85,8 @@ class Jobs:
             elif not runner and time.time() - job["created"] > 30:
                 state = dict(state, state="lost")
         out = {"id": job["id"], "command": job["command"] if job["command"] is not None
-               else " ".join(job["argv"]), "cwd": job["cwd"], "created": int(job["created"])}
+               else " ".join(job["argv"]), "cwd": job["cwd"], "created": int(job["created"]),
+               "timeout_ms": job["timeout_ms"]}
         out.update({k: v for k, v in state.items() if k != "runner_pid"})
         for name in ("stdout", "stderr"):
             try:
