@@ -265,3 +265,12 @@ def test_audit_records_request(daemon):
     bad = [l for l in lines if l.get("result") == "auth_failed"]
     assert bad and all(daemon.token not in json.dumps(l) for l in lines)
     assert oct(daemon.audit.stat().st_mode & 0o777) == "0o600"
+
+
+def test_shell_missing_on_the_host_is_named(make_daemon):
+    d = make_daemon(start=False)
+    d.write_conf("shell = /nonexistent/bash-xyz")
+    d.conf.write_text(d.conf.read_text().replace("shell = /bin/bash\n", ""))
+    d.start()
+    r = d.run("exec", "true")
+    assert r.returncode == 1 and b"/nonexistent/bash-xyz: command not found on the host" in r.stderr
