@@ -38,6 +38,8 @@ def put(session, req_factory, local, remote, excludes, verify, fds_mode, extra=(
     """Send ``local`` (file or directory) to ``remote`` on the host."""
     if not os.path.lexists(local):
         raise UsageError("%s does not exist here" % local)
+    if fds_mode and os.path.isfile(local) and not os.path.islink(local):
+        return _put_file(session, req_factory, local, remote, verify, extra)
     args = ((remote, "--size", str(xfer.total_size(local, excludes))) + (("--verify",) if verify else ())
             + tuple(extra))
     req = req_factory("receive", args)
@@ -55,6 +57,21 @@ def put(session, req_factory, local, remote, excludes, verify, fds_mode, extra=(
     if "error" in box and not isinstance(box["error"], BrokenPipeError):
         raise HostlinkError("reading %s: %s" % (local, box["error"]))
     return result
+
+
+def _put_file(session, req_factory, local, remote, verify, extra):
+    """One regular file over the socket: its own descriptor goes to the host-side helper, which
+    copies it in the kernel (copy_file_range or sendfile): no tar, no pipe, no copy through us."""
+    fd = os.open(local, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        args = (remote, "--size", str(st.st_size), "--file", os.path.basename(local.rstrip("/")),
+                "--file-mode", "%o" % (st.st_mode & 0o7777), "--mtime", str(int(st.st_mtime)))
+        if verify:
+            args += ("--verify", "--sha256", xfer._sha256_fd(fd))
+        return session.exec(req_factory("receive", args + tuple(extra)), stdio=(fd, 1, 2))
+    finally:
+        os.close(fd)
 
 
 def get(session, req_factory, remote, local, excludes, verify, fds_mode):

@@ -164,3 +164,22 @@ def test_df(daemon):
     r = daemon.run("df", "/tmp/does/not/exist/yet")
     assert r.returncode == 0 and r.stdout.split(b" ")[0].isdigit()
     assert b"at /tmp, the nearest existing ancestor of /tmp/does/not/exist/yet" in r.stdout
+
+
+def test_single_file_put_is_copied_by_the_kernel_with_its_metadata(daemon, tmp_path):
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    os.chmod(src, 0o640)
+    os.utime(src, (1200000000, 1200000000))
+    into = tmp_path / "into"
+    into.mkdir()
+    r = daemon.run("put", "--verify", str(src), str(into))
+    assert r.returncode == 0 and b"1 of 1 files sha256-verified" in r.stderr, r.stderr
+    got = into / "model.bin"
+    assert got.read_bytes() == src.read_bytes()
+    assert (got.stat().st_mode & 0o777, int(got.stat().st_mtime)) == (0o640, 1200000000)
+    assert hashlib.sha256(src.read_bytes()).hexdigest() in r.stdout.decode()
+    r = daemon.run("put", str(src), str(tmp_path / "new" / "dir" / "renamed.bin"), "--mkdir", "--mode", "600")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "new/dir/renamed.bin").stat().st_mode & 0o777 == 0o600
+    assert [n for n in os.listdir(into) if n.startswith(".hostlink-partial-")] == []
