@@ -584,7 +584,7 @@ async def _next(chan, conn, fds):
 
 def _transfer_request(cfg, client, req):
     """hostlink cp/put/get/df: the host-side helper, as the client's user, on allowed paths only."""
-    if req.xfer not in ("send", "receive", "df") or not req.argv:
+    if req.xfer not in ("send", "receive", "df", "stat") or not req.argv:
         raise spawn.SpawnError("bad_request", "unknown transfer %r" % req.xfer)
     if cfg.namespace_pid:
         raise spawn.SpawnError("bad_request", "transfers are not available in sidecar mode yet")

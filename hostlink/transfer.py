@@ -10,7 +10,7 @@ import sys
 import threading
 
 from . import xfer
-from .errors import HostlinkError, UsageError
+from .errors import HostlinkError, RemoteFailed, UsageError
 
 
 def split_remote(spec, target_names):
@@ -72,6 +72,47 @@ def _put_file(session, req_factory, local, remote, verify, extra):
         return session.exec(req_factory("receive", args + tuple(extra)), stdio=(fd, 1, 2))
     finally:
         os.close(fd)
+
+
+def remote_stat(new_session, req_factory, remote, verify):
+    """(kind, mode, mtime, size, sha256 or "-") of ``remote`` on the host; kind is file or other."""
+    session = new_session()
+    try:
+        r = session.exec(req_factory("stat", (remote,) + (("--verify",) if verify else ()), "relay"),
+                         capture=True)
+    finally:
+        session.close()
+    if r.returncode:
+        why = r.stderr.decode("utf-8", "replace").strip().replace("hostlink transfer: ", "")
+        raise RemoteFailed(why or "cannot read %s on the host" % remote)
+    kind, mode, mtime, size, digest = r.stdout.decode().split()
+    return kind, int(mode, 8), int(mtime), int(size), digest
+
+
+def get_file(session, req_factory, remote, local, info, verify):
+    """One regular file over the socket: our temporary file beside the destination is passed to the
+    helper, which copies into it in the kernel; renamed into place when complete."""
+    _, mode, mtime, size, digest = info
+    target = os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local
+    parent = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(parent, xfer.TMP_PREFIX + os.urandom(4).hex())
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        result = session.exec(req_factory("send", (remote, "--raw")), stdio=(0, fd, 2))
+        if result.returncode == 0:
+            if verify and xfer._sha256_fd(fd) != digest:
+                raise HostlinkError("%s: sha256 differs after the transfer" % target)
+            os.fchmod(fd, mode)
+            os.utime(fd, (mtime, mtime))
+            os.rename(tmp, target)
+            if verify:
+                sys.stdout.buffer.write(xfer.manifest_line(digest, os.path.basename(target)))
+            sys.stderr.write(xfer.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
+        return result
+    finally:
+        os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def get(session, req_factory, remote, local, excludes, verify, fds_mode):

@@ -332,6 +332,14 @@ def receive_file(dest, name, mode, mtime, want_sha):
         os.close(dfd)
 
 
+def _sha256_fd_path(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return _sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
 def _sha256_fd(fd):
     h = hashlib.sha256()
     offset = 0
@@ -357,7 +365,20 @@ def main(argv):
         if action == "send":
             if not os.path.lexists(path):
                 raise TransferError("%s does not exist" % path)
-            pack(path, sys.stdout.buffer, excludes, verify)
+            if "--raw" in rest:  # one regular file into the descriptor the client passed as stdout
+                src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    copy_fd(src, 1)
+                finally:
+                    os.close(src)
+            else:
+                pack(path, sys.stdout.buffer, excludes, verify)
+        elif action == "stat":
+            st = os.lstat(path)
+            kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+            digest = _sha256_fd_path(path) if kind == "file" and verify else "-"
+            sys.stdout.write("%s %o %d %d %s\n" % (kind, st.st_mode & 0o7777, int(st.st_mtime),
+                                                   st.st_size, digest))
         elif action == "receive":
             if "--size" in rest:
                 need = int(rest[rest.index("--size") + 1])

@@ -183,3 +183,20 @@ def test_single_file_put_is_copied_by_the_kernel_with_its_metadata(daemon, tmp_p
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "new/dir/renamed.bin").stat().st_mode & 0o777 == 0o600
     assert [n for n in os.listdir(into) if n.startswith(".hostlink-partial-")] == []
+
+
+def test_single_file_get_is_copied_by_the_kernel_with_its_metadata(daemon, tmp_path):
+    src = tmp_path / "host.bin"
+    src.write_bytes(os.urandom(2 << 20))
+    os.chmod(src, 0o604)
+    os.utime(src, (1300000000, 1300000000))
+    into = tmp_path / "into"
+    into.mkdir()
+    r = daemon.run("get", "--verify", str(src), str(into))
+    assert r.returncode == 0 and b"1 of 1 files sha256-verified" in r.stderr, r.stderr
+    got = into / "host.bin"
+    assert got.read_bytes() == src.read_bytes()
+    assert (got.stat().st_mode & 0o777, int(got.stat().st_mtime)) == (0o604, 1300000000)
+    assert os.listdir(into) == ["host.bin"]
+    r = daemon.run("get", str(tmp_path / "missing"), str(into))
+    assert r.returncode == 1 and b"No such file" in r.stderr
