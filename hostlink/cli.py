@@ -6,7 +6,7 @@ would more than double the client's start-up time (measured in bench/). Under th
 timeout, 125 when hostlink itself failed.
 """
 
-import os
+import posix  # os without its path and collections modules: 1.6 ms less at every start
 import sys
 
 from . import __version__
@@ -217,7 +217,7 @@ def _request(opts, words, environ):
         from .commands import _cwd, _mapped_workdir
         opts.mapped_from = opts.workdir or _cwd()
         opts.workdir = _mapped_workdir(opts.workdir, environ)
-    if "TERM" in environ and os.isatty(1) and not opts.json:
+    if "TERM" in environ and posix.isatty(1) and not opts.json:
         env.insert(0, ("TERM", environ["TERM"]))
     return Exec(command=command, argv=argv, cwd=opts.workdir or "", env=tuple(env),
                 timeout_ms=0, mode="relay" if opts.json else "fds")
@@ -330,7 +330,7 @@ def _connect_timeout(opts):
 
 
 def _new_id():
-    return os.urandom(4).hex()
+    return posix.urandom(4).hex()
 
 
 def _text(data):
@@ -451,14 +451,21 @@ def run(argv, environ, compat=False):
         return exc.exit_code
 
 
+def _environ():
+    """The environment as str, as os.environ would give it, from posix.environ's bytes."""
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in posix.environ.items()}
+
+
 def main():
-    prog = os.path.basename(sys.argv[0])
+    prog = sys.argv[0].rsplit("/", 1)[-1]
+    environ = _environ()
     compat = prog == "hostlink-cli"
     try:
         if prog not in CLIENT_NAMES and not prog.startswith(("hostlink", "python")):
-            code = run_shim(prog, sys.argv[1:], os.environ)
+            code = run_shim(prog, sys.argv[1:], environ)
         else:
-            code = run(sys.argv[1:], os.environ, compat)
+            code = run(sys.argv[1:], environ, compat)
     except KeyboardInterrupt:
         code = 130
     except OSError as exc:  # a local file or descriptor problem: one line, never a traceback

@@ -6,7 +6,7 @@ byte-exact and a terminal stays a terminal. Otherwise (``-j``, TCP) the streams 
 frames. Only cheap modules are imported here: this is the hot path of ``hostlink exec``.
 """
 
-import os
+import posix  # not os: see cli.py
 
 import _signal
 import _socket
@@ -105,6 +105,7 @@ def _tls(ep, raw):
 
 def _connect_hint(ep, exc):
     import errno
+    import os
     where = ep.where
     if not ep.socket:
         return "cannot connect to %s: %s" % (where, exc.strerror or exc or "timed out")
@@ -132,10 +133,10 @@ def _std_fds():
     fds = []
     for fd in (0, 1, 2):
         try:
-            os.fstat(fd)
+            posix.fstat(fd)
             fds.append(fd)
         except OSError:
-            fds.append(os.open(os.devnull, os.O_RDWR))
+            fds.append(posix.open("/dev/null", posix.O_RDWR))
     return fds
 
 
@@ -204,7 +205,7 @@ class Session:
                 self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                             _pack_fds(std))])
                 for fd in std[3:]:
-                    os.close(fd)
+                    posix.close(fd)
                 while self._handle(self._next(), None):
                     pass
             else:
@@ -308,7 +309,7 @@ class Session:
         self.sock.setblocking(False)
         pending = b""
         try:
-            os.fstat(stdin_fd)
+            posix.fstat(stdin_fd)
             stdin_open = stdin
         except OSError:
             stdin_open = False
@@ -332,7 +333,7 @@ class Session:
                 if fd == stdin_fd and fd != sock_fd:
                     if not ev & (select.POLLIN | select.POLLHUP):
                         continue
-                    data = os.read(stdin_fd, STDIN_CHUNK)
+                    data = posix.read(stdin_fd, STDIN_CHUNK)
                     pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
                     if not data:
                         stdin_open = False
@@ -373,7 +374,7 @@ def _write_all(fd, data):
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[posix.write(fd, view):]
         except BrokenPipeError:
             raise SystemExit(141)  # our reader went away, as a local command would on SIGPIPE
 

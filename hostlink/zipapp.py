@@ -18,9 +18,10 @@ CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", 
                   "legacy", "shims", "transfer", "xfer", "commands")
 # Imports the client straight from the archive: running the archive as a script would go through
 # runpy, whose imports (importlib.util, contextlib, collections) cost more than the client itself.
-HEADER = (b'#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \''
-          b'import sys;sys.path.insert(0,sys.argv[1]);del sys.argv[0];'
-          b'from hostlink.cli import main;sys.exit(main())\' "$0" "$@"\n')
+BOOTSTRAP = ("import sys;sys.path.insert(0,sys.argv[1]);del sys.argv[0];"
+             "from hostlink.cli import main;sys.exit(main())")
+HEADER = ('#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \'%s\' "$0" "$@"\n'
+          % BOOTSTRAP).encode()
 MAIN = b"import sys\nfrom hostlink.cli import main\nsys.exit(main())\n"
 
 
