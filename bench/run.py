@@ -34,6 +34,7 @@ OPTIMIZATIONS = """\
 | `_socket`, `_signal`, `struct` on the hot path instead of socket, signal, json | socket 15.2 ms, json 20.2 ms of imports | 0.3 ms |
 | relay: one reused buffer per pipe (readv, recv_into), no task per chunk, 1 MiB pipes, 4 MiB socket buffer | 1 GiB relayed in 5.9 s (182 MB/s) | 0.85-1.0 s (1.0-1.26 GB/s) |
 | commands off the hot path moved from cli.py to commands.py | cli bytecode 57 KB loaded by every exec | 27 KB |
+| `posix` instead of `os` on the hot path (with -S, os is not preloaded: posixpath, _collections_abc) | os: 1.6 ms of imports | none |
 | transfers: 1 MiB tar blocks instead of tarfile's 10 KiB records; SHA-256 only with --verify | 135 MB/s put of 256 MiB | 88-146 MB/s for 1 GiB |
 | one file over the socket: its descriptor passed, copied in the kernel (copy_file_range/sendfile), no tar | 1 GiB put in 12.9 s, get in 10.8 s (host disk; cat copy 4.7 s) | put 5.4 s, get 3.1 s |
 """
