@@ -94,25 +94,31 @@ def get_file(session, req_factory, remote, local, info, verify):
     helper, which copies into it in the kernel; renamed into place when complete."""
     _, mode, mtime, size, digest = info
     target = os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local
-    parent = os.path.dirname(os.path.abspath(target))
-    tmp = os.path.join(parent, xfer.TMP_PREFIX + os.urandom(4).hex())
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
+
+    def fill(fd):
         result = session.exec(req_factory("send", (remote, "--raw")), stdio=(0, fd, 2))
-        if result.returncode == 0:
-            if verify and xfer._sha256_fd(fd) != digest:
-                raise HostlinkError("%s: sha256 differs after the transfer" % target)
-            os.fchmod(fd, mode)
-            os.utime(fd, (mtime, mtime))
-            os.rename(tmp, target)
-            if verify:
-                sys.stdout.buffer.write(xfer.manifest_line(digest, os.path.basename(target)))
-            sys.stderr.write(xfer.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
+        if result.returncode != 0:
+            raise _HostFailed(result)  # the temporary file goes; the host said why
+        if verify and xfer._sha256_fd(fd) != digest:
+            raise HostlinkError("%s: sha256 differs after the transfer" % target)
         return result
+    dfd = os.open(os.path.dirname(os.path.abspath(target)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        result = xfer.write_beside(dfd, os.path.basename(target), fill, mode, mtime)
+    except _HostFailed as failed:
+        return failed.result
     finally:
-        os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(dfd)
+    if verify:
+        sys.stdout.buffer.write(xfer.manifest_line(digest, os.path.basename(target)))
+    sys.stderr.write(xfer.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
+    return result
+
+
+class _HostFailed(Exception):
+    def __init__(self, result):
+        super().__init__("the host-side transfer failed")
+        self.result = result
 
 
 def get(session, req_factory, remote, local, excludes, verify, fds_mode):

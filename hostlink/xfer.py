@@ -223,10 +223,8 @@ class Unpacker:
             os.close(parent)
 
     def _file(self, tar, m, parent, name, shown):
-        tmp = TMP_PREFIX + os.urandom(4).hex()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-        h = hashlib.sha256() if (self.verify or self.manifest is not None) else None
-        try:
+        def fill(fd):
+            h = hashlib.sha256() if (self.verify or self.manifest is not None) else None
             src = tar.extractfile(m)
             left = m.size
             with os.fdopen(os.dup(fd), "wb", buffering=0) as out:
@@ -242,25 +240,38 @@ class Unpacker:
             if self.verify and want and want != h.hexdigest():
                 raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
                                     % (m.name, h.hexdigest(), want))
-            os.fchmod(fd, m.mode & 0o7777)
-            os.utime(fd, (m.mtime, m.mtime))
-            os.close(fd)
-            fd = -1
-            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            try:
-                os.unlink(tmp, dir_fd=parent)
-            except OSError:
-                pass
-            raise
+            return h
+        h = write_beside(parent, name, fill, m.mode & 0o7777, m.mtime)
         self.files += 1
         self.bytes += m.size
         if self.manifest is not None:
             # Relative to what was copied, so `sha256sum -c` runs in the source or the copy.
             rel = shown.split("/", 1)[1] if "/" in shown else shown
             self.manifest.write(manifest_line(h.hexdigest(), rel))
+
+
+def write_beside(dir_fd, final, fill, mode, mtime):
+    """Write ``final`` in the directory ``dir_fd`` the safe way: ``fill(fd)`` writes a new temporary
+    file beside it (O_EXCL, O_NOFOLLOW), then mode and time are set and it is renamed into place. On
+    any failure, ``fill``'s included, the temporary file is removed. Returns what ``fill`` returned."""
+    tmp = TMP_PREFIX + os.urandom(4).hex()
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        out = fill(fd)
+        os.fchmod(fd, mode)
+        os.utime(fd, (mtime, mtime))
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return out
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
 
 
 def copy_fd(src, dst):
@@ -303,31 +314,16 @@ def receive_file(dest, name, mode, mtime, want_sha):
         parent, final = os.path.dirname(os.path.abspath(dest)), os.path.basename(dest)
     if not final or final in (".", "..") or "/" in final:
         raise TransferError("refused the file name %r" % name)
-    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    tmp = TMP_PREFIX + os.urandom(4).hex()
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
-    try:
+    def fill(fd):
         copy_fd(0, fd)
-        digest = ""
-        if want_sha:
-            digest = _sha256_fd(fd)
-            if digest != want_sha:
-                raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
-                                    % (final, digest, want_sha))
-        os.fchmod(fd, mode)
-        os.utime(fd, (mtime, mtime))
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
-        return os.path.join(parent, final), digest
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except OSError:
-            pass
-        raise
+        digest = _sha256_fd(fd) if want_sha else ""
+        if digest != want_sha:
+            raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
+                                % (final, digest, want_sha))
+        return digest
+    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return os.path.join(parent, final), write_beside(dfd, final, fill, mode, mtime)
     finally:
         os.close(dfd)
 
