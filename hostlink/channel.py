@@ -12,6 +12,8 @@ import socket
 import ssl
 
 RECV_SIZE = 256 << 10
+# After our last frame, how long a peer may take to close its end before we close ours anyway.
+LINGER = 2.0
 # Descriptors one connection may pass in all: stdin, stdout, stderr.
 MAX_FDS = 3
 _ANC = socket.CMSG_SPACE((MAX_FDS + 1) * array.array("i").itemsize)
@@ -134,6 +136,23 @@ class Channel:
                 else:
                     views[0] = views[0][sent:]
                     sent = 0
+
+    async def linger(self, timeout=LINGER):
+        """Half-close and wait (bounded) for the peer to close. Closing with unread input makes
+        TCP send a reset, which can destroy our last frame before the peer reads it."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            await asyncio.wait_for(self._drain(), timeout)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            pass
+
+    async def _drain(self):
+        while True:
+            try:
+                if not socket.socket.recv(self.sock, RECV_SIZE):
+                    return
+            except (BlockingIOError, InterruptedError):
+                await wait_readable(self.loop, self.fd)
 
     def close(self):
         self.sock.close()

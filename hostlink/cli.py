@@ -457,7 +457,21 @@ def _environ():
             for k, v in posix.environ.items()}
 
 
+def _open_std_fds():
+    """Give a closed stdin, stdout or stderr /dev/null, before any socket can take its number
+    (a socket on fd 0 would be read as stdin, and passed to the command as one)."""
+    for fd in (0, 1, 2):
+        try:
+            posix.fstat(fd)
+        except OSError:
+            new = posix.open("/dev/null", posix.O_RDWR)
+            if new != fd:  # a lower number was closed too; the loop fills them in order
+                posix.dup2(new, fd)
+                posix.close(new)
+
+
 def main():
+    _open_std_fds()
     prog = sys.argv[0].rsplit("/", 1)[-1]
     environ = _environ()
     compat = prog == "hostlink-cli"

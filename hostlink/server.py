@@ -315,6 +315,7 @@ class Server:
         finally:
             close_all(fds)
             if chan is not None:
+                await chan.linger()
                 chan.close()
             else:
                 sock.close()

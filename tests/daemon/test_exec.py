@@ -6,6 +6,7 @@ Behaviour tests run on both paths: descriptors passed to the command ("fds") and
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 
@@ -274,3 +275,23 @@ def test_shell_missing_on_the_host_is_named(make_daemon):
     d.start()
     r = d.run("exec", "true")
     assert r.returncode == 1 and b"/nonexistent/bash-xyz: command not found on the host" in r.stderr
+
+
+@pytest.mark.parametrize("flags", [(), ("--relay",)])
+def test_closed_stdin_is_not_confused_with_the_socket(daemon, flags):
+    # With fd 0 closed, the connection must not take its number and be read as stdin.
+    r = subprocess.run(daemon.cmd("exec", *flags, "cat; echo done"), env=daemon.env(),
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+                       preexec_fn=lambda: os.close(0))
+    assert (r.returncode, r.stdout) == (0, b"done\n"), r.stderr
+
+
+def test_fanout_with_closed_stdin(make_daemon, tmp_path):
+    from tests.daemon.test_remote import tcp_daemon, write_targets
+    ds = {n: tcp_daemon(make_daemon, "required", name=n) for n in ("a", "b", "c")}
+    targets = write_targets(tmp_path / "t.conf", ds)
+    env = ds["a"].env(HOSTLINK_SOCKET=None, HOSTLINK_TOKEN=None, HOSTLINK_TARGETS=targets)
+    for _ in range(5):
+        r = subprocess.run(ds["a"].cmd("-t", "a,b,c", "exec", "echo one"), env=env, capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=30, preexec_fn=lambda: os.close(0))
+        assert r.returncode == 0 and sorted(r.stdout.split(b"\n")[:3]) == [b"[a] one", b"[b] one", b"[c] one"], r.stderr
