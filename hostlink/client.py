@@ -128,18 +128,6 @@ def _connect_hint(ep, exc):
     return "cannot connect to %s: %s" % (where, exc.strerror or exc)
 
 
-def _std_fds():
-    """Our stdin, stdout, stderr; a closed one is replaced by /dev/null."""
-    fds = []
-    for fd in (0, 1, 2):
-        try:
-            posix.fstat(fd)
-            fds.append(fd)
-        except OSError:
-            fds.append(posix.open("/dev/null", posix.O_RDWR))
-    return fds
-
-
 class Session:
     """One request over one connection."""
 
@@ -201,11 +189,10 @@ class Session:
             old[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self._resize)
         try:
             if fds_mode:
-                std = list(stdio) if stdio else _std_fds()
+                # cli.main gave any closed standard descriptor /dev/null, so 0, 1, 2 are valid.
+                std = list(stdio) if stdio else [0, 1, 2]
                 self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                             _pack_fds(std))])
-                for fd in std[3:]:
-                    posix.close(fd)
                 while self._handle(self._next(), None):
                     pass
             else:

@@ -75,10 +75,14 @@ def user_for(cfg, client):
     return user
 
 
-def max_timeout(cfg, client):
-    """The largest timeout this client may run with (0: none)."""
-    caps = [t for t in (cfg.max_timeout_ms, client.max_timeout_ms) if t]
-    return min(caps) if caps else 0
+def timeout_for(cfg, client, asked, default, cap):
+    """The timeout a request runs with: ``asked``, else ``default``, never past ``cap`` nor the
+    client's max_timeout_ms (a cap of 0 is none; "none" asked under a cap gets the cap)."""
+    timeout = asked or default
+    caps = [t for t in (cap, client.max_timeout_ms) if t]
+    if caps and (timeout == 0 or timeout > min(caps)):
+        timeout = min(caps)
+    return timeout
 
 
 def check(cfg, client, request, cwd):

@@ -384,12 +384,10 @@ class Server:
                 "busy", "server busy: %d commands running (max_concurrent = %d)"
                 % (len(self.jobs), cfg.max_concurrent)))
             return
-        timeout = req.timeout_ms or (0 if req.xfer else cfg.default_timeout_ms)  # transfers: as long as they take
-        if timeout < 0:
+        if req.timeout_ms < 0:
             raise p.ProtocolError("timeout_ms must not be negative")
-        cap = policy.max_timeout(cfg, client)
-        if cap and (timeout > cap or timeout == 0):
-            timeout = cap
+        timeout = policy.timeout_for(cfg, client, req.timeout_ms,  # transfers: as long as they take
+                                     0 if req.xfer else cfg.default_timeout_ms, cfg.max_timeout_ms)
         if req.mode == "fds":
             if len(fds) != 3:
                 raise p.ProtocolError("fds mode needs exactly 3 descriptors, got %d" % len(fds))
@@ -451,10 +449,8 @@ class Server:
         record["argv" if req.argv is not None else "command"] = list(req.argv) if req.argv is not None else req.command
         try:
             req, user, cwd = await self._authorize(chan, conn, [], client, req, record)
-            timeout = req.timeout_ms or cfg.job_default_timeout_ms
-            caps = [t for t in (cfg.job_max_timeout_ms, client.max_timeout_ms) if t]
-            if caps and (timeout == 0 or timeout > min(caps)):
-                timeout = min(caps)
+            timeout = policy.timeout_for(cfg, client, req.timeout_ms, cfg.job_default_timeout_ms,
+                                         cfg.job_max_timeout_ms)
             ident = self.detached.start(client, req, cwd, user, timeout)
         except spawn.SpawnError as exc:
             record.update(result=exc.code, error=exc.message)

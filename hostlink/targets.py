@@ -76,7 +76,7 @@ def endpoint(name, entry, path):
                          % (path, name, transport))
     ep.tls = entry.get("tls", "required")
     if ep.tls not in ("required", "optional", "off"):
-        raise UsageError("%s: target [%s]: tls must be required or off, not %r" % (path, name, ep.tls))
+        raise UsageError("%s: target [%s]: tls must be required, optional or off, not %r" % (path, name, ep.tls))
     ep.fingerprint = entry.get("tls_fingerprint", "")
     ep.protocol = entry.get("protocol", "hostlink")
     if ep.protocol not in ("hostlink", "hlnk"):

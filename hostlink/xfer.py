@@ -37,14 +37,6 @@ def excluded(rel, patterns):
     return False
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pack(src, out, excludes=(), verify=False):
     """Write ``src`` (a file or a directory, recursively) as a tar stream to the binary file
     ``out``; symlinks stay symlinks. Returns the (files, bytes) sent."""
@@ -59,7 +51,7 @@ def pack(src, out, excludes=(), verify=False):
             info.uname = info.gname = ""
             if info.isreg():
                 if verify:
-                    info.pax_headers[PAX_SHA] = _sha256(path)
+                    info.pax_headers[PAX_SHA] = _sha256_fd_path(path)
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
                 files += 1
