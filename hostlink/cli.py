@@ -471,6 +471,7 @@ def _open_std_fds():
 
 
 def main():
+    """Run the client with sys.argv and end the process with its exit code."""
     _open_std_fds()
     prog = sys.argv[0].rsplit("/", 1)[-1]
     environ = _environ()
@@ -485,8 +486,11 @@ def main():
     except OSError as exc:  # a local file or descriptor problem: one line, never a traceback
         _say("%s%s" % (exc.strerror or exc, ": %s" % exc.filename if exc.filename else ""))
         code = 7
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        pass
-    return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    # Everything is written and every descriptor of ours is closed: skip the interpreter's
+    # teardown (module and object finalization), 1-2 ms of every call (bench/).
+    posix._exit(code)
