@@ -48,6 +48,15 @@ async def wait_writable(loop, fd):
         loop.remove_writer(fd)
 
 
+if hasattr(asyncio, "timeout"):  # 3.11+: a deadline on the running task, no task of its own
+    async def within(awaitable, seconds):
+        """``await awaitable``, or asyncio.TimeoutError after ``seconds``."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:
+    within = asyncio.wait_for
+
+
 def _wake(fut):
     if not fut.done():
         fut.set_result(None)
@@ -60,6 +69,7 @@ class Channel:
         self.sock = sock
         self.fd = sock.fileno()
         self.can_pass_fds = can_pass_fds
+        self._held = b""
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
 
@@ -117,8 +127,16 @@ class Channel:
             raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
         return data, fds
 
+    def hold(self, data):
+        """Keep ``data`` to go out with the next send (or at linger): one wake-up of the peer
+        instead of two."""
+        self._held += data
+
     async def send(self, *bufs):
-        """Send all of ``bufs`` in order."""
+        """Send what is held, then all of ``bufs``, in order."""
+        if self._held:
+            bufs = (self._held,) + bufs
+            self._held = b""
         views = [memoryview(b) for b in bufs if len(b)]
         while views:
             try:
@@ -141,8 +159,10 @@ class Channel:
         """Half-close and wait (bounded) for the peer to close. Closing with unread input makes
         TCP send a reset, which can destroy our last frame before the peer reads it."""
         try:
+            if self._held:
+                await self.send()
             self.sock.shutdown(socket.SHUT_WR)
-            await asyncio.wait_for(self._drain(), timeout)
+            await within(self._drain(), timeout)
         except (OSError, asyncio.TimeoutError, ValueError):
             pass
 

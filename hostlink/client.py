@@ -10,6 +10,7 @@ import posix  # not os: see cli.py
 
 import _signal
 import _socket
+from _struct import pack as _pack  # struct would be one more module to import
 
 from . import protocol as p
 from .errors import FROM_DAEMON, ConnectFailed, HostlinkError, TimedOut
@@ -353,8 +354,7 @@ class Session:
 
 
 def _pack_fds(fds):
-    import struct
-    return struct.pack("%di" % len(fds), *fds)
+    return _pack("%di" % len(fds), *fds)
 
 
 def _write_all(fd, data):

@@ -21,7 +21,7 @@ from . import __version__, config, legacy, policy, protocol as p, spawn, tls
 from .approvals import Approvals, describe, signature
 from .jobs import Jobs
 from .audit import AuditLog, peer_container
-from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable
+from .channel import MAX_FDS, Channel, TooManyFds, close_all, wait_readable, wait_writable, within
 
 log = logging.getLogger("hostlinkd")
 
@@ -256,7 +256,7 @@ class Server:
             conn = p.Connection(p.SERVER)
             deadline = self.cfg.auth_timeout_ms / 1000
             try:
-                event = await asyncio.wait_for(self._open(chan, conn, fds), deadline)
+                event = await within(self._open(chan, conn, fds), deadline)
             except asyncio.TimeoutError:
                 await _answer(chan, conn, p.Error("auth_timeout", "no token within %d ms"
                                                   % self.cfg.auth_timeout_ms))
@@ -280,8 +280,12 @@ class Server:
             authed = True
             self.unauthenticated -= 1
             record = {"client": client.name}
-            await chan.send(conn.send(p.Ok(self.cfg.node, p.VERSION)))
-            event = await asyncio.wait_for(_next(chan, conn, fds), deadline)
+            ok = conn.send(p.Ok(self.cfg.node, p.VERSION))
+            if conn.buffered:  # the request came with the token: Ok goes out with the answer
+                chan.hold(ok)
+            else:
+                await chan.send(ok)
+            event = await within(_next(chan, conn, fds), deadline)
             if event is None:
                 return
             if isinstance(event, p.Ping):

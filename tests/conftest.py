@@ -88,11 +88,18 @@ class Daemon:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def audit_lines(self):
+    def audit_lines(self, until=None):
+        """The audit records; with ``until``, once until(records) holds (the daemon writes a
+        record when the connection has closed, which may be just after the client exits)."""
         import json
-        if not self.audit.exists():
-            return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+        def read():
+            if not self.audit.exists():
+                return []
+            return [json.loads(line) for line in self.audit.read_text().splitlines()]
+        if until is None:
+            return read()
+        return wait_for(lambda: until(read()) and read(), 10, "audit records")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

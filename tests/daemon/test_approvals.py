@@ -117,7 +117,8 @@ def test_watch_json_shows_new_requests_and_notify_env(d, tmp_path):
                         10, "notify command")
     assert "HOSTLINK_APPROVAL_ID=%s" % line["id"] in notified and "HOSTLINK_CLIENT=asker" in notified
     assert TOKEN not in notified
-    events = [l.get("result") for l in d.audit_lines() if l.get("event") == "approval"]
+    lines = d.audit_lines(until=lambda ls: any(l.get("result") == "approved" for l in ls))
+    events = [l.get("result") for l in lines if l.get("event") == "approval"]
     assert "waiting" in events and "approved" in events
 
 

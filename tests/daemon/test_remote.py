@@ -67,7 +67,8 @@ def test_seed_examples_over_tcp_tls(remote, tmp_path):
     assert target.read_bytes() == b"data\n"
     blob = os.urandom(10 << 20)
     assert d.run("exec", "cat", input=blob, env=env).stdout == blob
-    audit = [l for l in d.audit_lines() if l.get("command") == "echo hello"][0]
+    audit = [l for l in d.audit_lines(until=lambda ls: any(l.get("command") == "echo hello" for l in ls))
+             if l.get("command") == "echo hello"][0]
     assert audit["peer_addr"].startswith("127.0.0.1:")
 
 
@@ -203,7 +204,7 @@ def test_client_speaks_hlnk_to_a_target(make_daemon, tmp_path):
     r = d.run("-x", "exec", "echo via-hlnk; exit 4", env=env)
     assert (r.returncode, r.stdout) == (4, b"via-hlnk\n")
     assert json.loads(d.run("-j", "exec", "echo j", env=env).stdout)["stdout"] == "j\n"
-    assert any(l.get("protocol") == "hlnk" for l in d.audit_lines())
+    assert d.audit_lines(until=lambda ls: any(l.get("protocol") == "hlnk" for l in ls))
 
 
 def test_hlnk_refused_when_tls_required(remote):
