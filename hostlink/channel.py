@@ -70,6 +70,7 @@ class Channel:
         self.fd = sock.fileno()
         self.can_pass_fds = can_pass_fds
         self._held = b""
+        self._writing = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
 
@@ -133,7 +134,12 @@ class Channel:
         self._held += data
 
     async def send(self, *bufs):
-        """Send what is held, then all of ``bufs``, in order."""
+        """Send what is held, then all of ``bufs``, in order, whole: a send that has to wait
+        for the socket keeps others out until it is done (stdout and stderr relay at once)."""
+        async with self._writing:
+            await self._send(bufs)
+
+    async def _send(self, bufs):
         if self._held:
             bufs = (self._held,) + bufs
             self._held = b""

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -139,6 +140,20 @@ def test_ten_megabytes_byte_exact(daemon, path_flags, tmp_path):
     assert r.returncode == 0 and r.stdout == blob
     r = daemon.run("exec", *path_flags, "cat", input=blob)
     assert r.stdout == blob
+
+
+def test_stdout_and_stderr_at_once_to_a_slow_reader(daemon, tmp_path):
+    # Both relay pumps block on a full socket while the client waits on its reader: a frame
+    # must go out whole before the other stream's next frame (they once interleaved).
+    err = tmp_path / "err"
+    size = 40 * 1024 * 1024
+    with open(err, "wb") as e:
+        proc = daemon.popen("--relay", "exec", "head -c %d /dev/zero & head -c %d /dev/zero >&2; wait"
+                            % (size, size), stderr=e)
+        time.sleep(1)  # the reader is slow to start: everything between fills up
+        got = len(proc.stdout.read())
+        assert proc.wait(30) == 0
+    assert (got, err.stat().st_size) == (size, size)
 
 
 def test_nul_bytes_survive(daemon, path_flags):
