@@ -303,8 +303,6 @@ class Session:
             stdin_open = False
             pending = self.conn.send(p.StdinEof())
         poller = select.poll()
-        rbuf = bytearray(RECV_SIZE)  # reused for every read: no allocation per chunk
-        rview = memoryview(rbuf)
         running = True
         while running:
             poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
@@ -336,13 +334,15 @@ class Session:
                         pending = b""  # the command ended and the daemon stopped reading
                 if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     try:
-                        n = self.sock.recv_into(rbuf)
+                        # A new bytes object each time: the parser hands out views of it
+                        # instead of copying frames out of a reused buffer.
+                        data = self.sock.recv(RECV_SIZE)
                     except again:
                         continue
                     except OSError as exc:
                         raise ConnectFailed("lost the daemon at %s: %s"
                                             % (self.ep.where, exc.strerror or exc))
-                    self.conn.receive_data(rview[:n])
+                    self.conn.receive_data(data)
                     while running:
                         event = self._parse()
                         if event is p.NEED_DATA:
