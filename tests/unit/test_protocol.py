@@ -166,3 +166,34 @@ def test_fuzz_exec_round_trip(argv, env, timeout):
     for i in range(0, len(data), 7):
         conn.receive_data(data[i:i + 7])
     assert conn.next_event() == ev
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=600), min_size=1, max_size=8),
+       st.lists(st.integers(1, 900), min_size=1, max_size=40), st.booleans())
+def test_fuzz_data_frames_survive_any_split(payloads, cuts, as_bytearray):
+    # Whole frames within one read come out as views of it, frames split across reads are
+    # gathered: either way the client sees every byte once, in order.
+    server = server_after_auth()
+    server.receive_data(p.encode(p.Exec(command="x", mode="relay")))
+    server.next_event()
+    client = p.Connection(p.CLIENT)
+    client.send(p.Auth("t", ""))
+    client.send(p.Exec(command="x", mode="relay"))
+    wire = p.encode(p.Ok("n", 2)) + server.send(p.Started(1, 0))  # server_after_auth sent Ok
+    for data in payloads:
+        wire += server.send(p.Stdout(data))
+    wire += server.send(p.Exit(0, 0, False, 1))
+    got, pos, i = [], 0, 0
+    while True:
+        ev = client.next_event()
+        if ev is p.NEED_DATA:
+            piece = wire[pos:pos + cuts[i % len(cuts)]]
+            pos, i = pos + len(piece), i + 1
+            client.receive_data(bytearray(piece) if as_bytearray else piece)
+            continue
+        if isinstance(ev, p.Stdout):
+            got.append(bytes(ev.data))
+        if isinstance(ev, p.Exit):
+            break
+    assert b"".join(got) == b"".join(payloads)
