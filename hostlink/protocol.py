@@ -140,7 +140,8 @@ class Started(Event):
 
 
 class Stdout(Event):
-    """Daemon: bytes the command wrote to standard output (relay mode)."""
+    """Daemon: bytes the command wrote to standard output (relay mode). Received data events
+    hold bytes or a memoryview of the received bytes (references/protocol.md)."""
     __slots__ = ("data",)
     TYPE = 18
 
