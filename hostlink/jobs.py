@@ -58,7 +58,9 @@ class Jobs:
             json.dump(job, f)
         env = {"PYTHONPATH": _PKG_PARENT, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "hostlink.jobrunner", d], env=env,
+            # -S: no site, whose .pth files can cost more than the runner itself (PYTHONPATH
+            # names the package); 100 jobs at once start about a third faster (bench/).
+            proc = subprocess.Popen([sys.executable, "-S", "-m", "hostlink.jobrunner", d], env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(d, "runner.log"), "wb"), cwd="/",
                                     start_new_session=True, close_fds=True)

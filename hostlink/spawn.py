@@ -10,7 +10,6 @@ The daemon is a child subreaper and reaps every child itself (``Reaper``), so wh
 orphans is reaped too: no zombies even where PID 1 reaps nothing.
 """
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -38,6 +37,7 @@ class SpawnError(Exception):
 
 def become_subreaper():
     """Make orphaned descendants our children, so that we reap them (Linux 3.4+)."""
+    import ctypes  # here: job runners import this module and never need it
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
