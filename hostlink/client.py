@@ -293,6 +293,8 @@ class Session:
         else:
             def out(event):
                 _write_all(1 if type(event) is p.Stdout else 2, event.data)
+        if not capture and sink is None:
+            _grow_pipes((1, 2))
         sock_fd = self.sock.fileno()
         self.sock.setblocking(False)
         pending = b""
@@ -355,6 +357,18 @@ class Session:
 
 def _pack_fds(fds):
     return _pack("%di" % len(fds), *fds)
+
+
+def _grow_pipes(fds):
+    """Let a pipe we write relayed output into hold a whole frame (1 MiB, the unprivileged
+    maximum): a frame is then one write, not 16 turns of a 64 KiB pipe with its reader."""
+    import fcntl
+    for fd in fds:
+        try:
+            if posix.fstat(fd).st_mode & 0o170000 == 0o010000:  # a FIFO
+                fcntl.fcntl(fd, 1031, p.MAX_FRAME)  # F_SETPIPE_SZ
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size: keep the size it has
 
 
 def _write_all(fd, data):
