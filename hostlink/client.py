@@ -279,8 +279,12 @@ class Session:
         if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
             import ssl
             again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+            read = _tls_reader(self.sock, again)
         else:
             again = (BlockingIOError,)
+            # A new bytes object each time: the parser hands out views of it instead of
+            # copying frames out of a reused buffer.
+            read = self.sock.recv
         r = self.result
         if capture:
             chunks = {p.Stdout: [], p.Stderr: []}
@@ -336,9 +340,7 @@ class Session:
                         pending = b""  # the command ended and the daemon stopped reading
                 if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     try:
-                        # A new bytes object each time: the parser hands out views of it
-                        # instead of copying frames out of a reused buffer.
-                        data = self.sock.recv(RECV_SIZE)
+                        data = read(RECV_SIZE)
                     except again:
                         continue
                     except OSError as exc:
@@ -357,6 +359,26 @@ class Session:
 
 def _pack_fds(fds):
     return _pack("%di" % len(fds), *fds)
+
+
+def _tls_reader(sock, again):
+    """recv for a non-blocking TLS socket that returns all it can, up to ``size`` bytes: one
+    TLS read yields one record (16 KiB), and feeding the parser record by record cost more
+    than the decryption."""
+    def read(size):
+        buf = bytearray(size)
+        view = memoryview(buf)
+        n = sock.recv_into(view)  # raises when nothing is there yet: the caller polls
+        while n and n < size:
+            try:
+                got = sock.recv_into(view[n:])
+            except again:
+                break
+            if not got:
+                break  # the end of the stream: the next read returns b""
+            n += got
+        return bytes(view[:n])
+    return read
 
 
 def _grow_pipes(fds):
