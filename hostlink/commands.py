@@ -44,8 +44,11 @@ def _fanout(opts, environ, names, req):
             ep.token = opts.token
         eps.append(ep)
         _need_token(ep)
-    req = _replace(req, mode="relay", timeout_ms=_int(opts.timeout, "-T") if opts.timeout else 0)
-    code = fanout.run(eps, req, _connect_timeout(opts), opts.json,
+    req = _replace(req, mode="relay")
+    given = _int(opts.timeout, "-T") if opts.timeout is not None else None
+    # -T for all, else each target's own timeout_ms, as a single target would have it.
+    runs = [(ep, _replace(req, timeout_ms=ep.timeout_ms if given is None else given)) for ep in eps]
+    code = fanout.run(runs, _connect_timeout(opts), opts.json,
                       lambda r, name: _dumps(_json_result(r, req, name)), _say)
     opts.printed = opts.json
     if code > 1:  # the worst outcome is hostlink's own: keep its code, not "remote failed"

@@ -32,14 +32,15 @@ class _Lines:
             stream.flush()
 
 
-def run(endpoints, request, connect_timeout_ms, json_out, to_json, say):
-    """Run ``request`` on every endpoint; returns the worst exit code (per the seed's codes)."""
+def run(runs, connect_timeout_ms, json_out, to_json, say):
+    """Run each (endpoint, request) of ``runs`` at once; returns the worst exit code (per the
+    seed's codes)."""
     from .client import Session, raise_for
     from .errors import HostlinkError
     lock = threading.Lock()
     codes = {}
 
-    def one(ep):
+    def one(ep, request):
         sink = _Lines(ep.name, lock)
         try:
             session = Session(ep, connect_timeout_ms)
@@ -59,7 +60,7 @@ def run(endpoints, request, connect_timeout_ms, json_out, to_json, say):
             with lock:
                 say("[%s] %s" % (ep.name, exc.message))
             codes[ep.name] = exc.exit_code
-    threads = [threading.Thread(target=one, args=(ep,), daemon=True) for ep in endpoints]
+    threads = [threading.Thread(target=one, args=run, daemon=True) for run in runs]
     for t in threads:
         t.start()
     for t in threads:

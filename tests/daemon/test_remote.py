@@ -122,6 +122,17 @@ def test_fanout_three_daemons(make_daemon, tmp_path):
     assert b"[c]" in r.stderr
 
 
+def test_fanout_keeps_each_targets_timeout(make_daemon, tmp_path):
+    ds = {n: tcp_daemon(make_daemon, "required", name=n) for n in ("a", "b")}
+    targets = write_targets(tmp_path / "t.conf", ds, extra="timeout_ms = 300\n")  # b's own
+    env = ds["a"].env(HOSTLINK_SOCKET=None, HOSTLINK_TOKEN=None, HOSTLINK_TARGETS=targets)
+    r = ds["a"].run("-t", "a,b", "exec", "sleep 1; echo done", env=env)
+    assert r.stdout == b"[a] done\n" and r.returncode == 5, r.stderr
+    assert b"[b] timed out after 300 ms" in r.stderr
+    r = ds["a"].run("-T", "5000", "-t", "a,b", "exec", "sleep 1; echo done", env=env)
+    assert sorted(r.stdout.splitlines()) == [b"[a] done", b"[b] done"] and r.returncode == 0
+
+
 def test_targets_ping_with_one_down(make_daemon, tmp_path):
     ds = {n: tcp_daemon(make_daemon, "required", name=n) for n in ("up", "down")}
     targets = write_targets(tmp_path / "t.conf", ds)
