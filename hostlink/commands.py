@@ -384,13 +384,15 @@ def _transfer(opts, environ, direction, remote_target, local, remote, excludes, 
         return Exec(argv=tuple(args), xfer=action, mode=mode or ("fds" if fds_mode else "relay"),
                     timeout_ms=_int(opts.timeout, "-T") if opts.timeout else 0)
     info = None
-    if direction == "get" and fds_mode and not excludes:
-        info = transfer.remote_stat(lambda: Session(ep, _connect_timeout(opts)), factory, remote, verify)
+    if direction == "get":
+        info = transfer.remote_stat(lambda: Session(ep, _connect_timeout(opts)), factory, remote,
+                                    verify, excludes)
+        transfer.check_space(local, info[3])
     session = Session(ep, _connect_timeout(opts))
     try:
         if direction == "put":
             result = transfer.put(session, factory, local, remote, excludes, verify, fds_mode, extra)
-        elif info is not None and info[0] == "file":
+        elif info[0] == "file" and fds_mode and not excludes:
             result = transfer.get_file(session, factory, remote, local, info, verify)
         else:
             result = transfer.get(session, factory, remote, local, excludes, verify, fds_mode)

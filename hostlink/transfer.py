@@ -74,12 +74,13 @@ def _put_file(session, req_factory, local, remote, verify, extra):
         os.close(fd)
 
 
-def remote_stat(new_session, req_factory, remote, verify):
-    """(kind, mode, mtime, size, sha256 or "-") of ``remote`` on the host; kind is file or other."""
+def remote_stat(new_session, req_factory, remote, verify, excludes=()):
+    """(kind, mode, mtime, size, sha256 or "-") of ``remote`` on the host; kind is file or other,
+    and the size of other is the bytes of the regular files a transfer of it would write."""
+    args = (remote,) + tuple(a for g in excludes for a in ("--exclude", g)) + (("--verify",) if verify else ())
     session = new_session()
     try:
-        r = session.exec(req_factory("stat", (remote,) + (("--verify",) if verify else ()), "relay"),
-                         capture=True)
+        r = session.exec(req_factory("stat", args, "relay"), capture=True)
     finally:
         session.close()
     if r.returncode:
@@ -87,6 +88,13 @@ def remote_stat(new_session, req_factory, remote, verify):
         raise RemoteFailed(why or "cannot read %s on the host" % remote)
     kind, mode, mtime, size, digest = r.stdout.decode().split()
     return kind, int(mode, 8), int(mtime), int(size), digest
+
+
+def check_space(local, need):
+    """UsageError when ``need`` bytes do not fit where ``local`` would be written."""
+    free, where = xfer.free_bytes(local)
+    if need > free:
+        raise UsageError("%d bytes do not fit in %s (%d free); nothing was fetched" % (need, where, free))
 
 
 def get_file(session, req_factory, remote, local, info, verify):

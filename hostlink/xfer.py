@@ -365,8 +365,10 @@ def main(argv):
             st = os.lstat(path)
             kind = "file" if stat.S_ISREG(st.st_mode) else "other"
             digest = _sha256_fd_path(path) if kind == "file" and verify else "-"
+            # Anything else reports what a transfer of it would write, for the space check.
+            size = st.st_size if kind == "file" else total_size(path, excludes)
             sys.stdout.write("%s %o %d %d %s\n" % (kind, st.st_mode & 0o7777, int(st.st_mtime),
-                                                   st.st_size, digest))
+                                                   size, digest))
         elif action == "receive":
             if "--size" in rest:
                 need = int(rest[rest.index("--size") + 1])
