@@ -60,7 +60,7 @@ def run(runs, connect_timeout_ms, json_out, to_json, say):
             with lock:
                 say("[%s] %s" % (ep.name, exc.message))
             codes[ep.name] = exc.exit_code
-    threads = [threading.Thread(target=one, args=run, daemon=True) for run in runs]
+    threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in runs]
     for t in threads:
         t.start()
     for t in threads:
