@@ -156,6 +156,29 @@ def test_stdout_and_stderr_at_once_to_a_slow_reader(daemon, tmp_path):
     assert (got, err.stat().st_size) == (size, size)
 
 
+def test_a_client_that_waits_for_ok_gets_it(daemon):
+    # Our client sends its request with the token and gets Ok with the answer; a client that
+    # sends the token alone and waits must not wait for nothing.
+    from hostlink import protocol as p
+    conn = p.Connection(p.CLIENT)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(daemon.socket)
+        s.sendall(conn.send(p.Auth(daemon.token, "patient")))
+        conn.receive_data(s.recv(65536))
+        assert isinstance(conn.next_event(), p.Ok)
+        s.sendall(conn.send(p.Exec(command="echo after-ok", mode="relay")))
+        events = []
+        while not events or not isinstance(events[-1], (p.Exit, p.Error)):
+            event = conn.next_event()
+            if event is p.NEED_DATA:
+                conn.receive_data(s.recv(65536))
+            else:
+                events.append(event)
+    assert b"".join(bytes(e.data) for e in events if isinstance(e, p.Stdout)) == b"after-ok\n"
+    assert events[-1].exit_code == 0
+
+
 def test_nul_bytes_survive(daemon, path_flags):
     assert daemon.run("exec", *path_flags, "printf 'a\\0b'").stdout == b"a\0b"
 
