@@ -8,6 +8,7 @@ waits for readiness when it would block, which keeps a fast stream free of epoll
 import array
 import asyncio
 import os
+import select
 import socket
 import ssl
 
@@ -127,6 +128,14 @@ class Channel:
             close_all(fds)
             raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
         return data, fds
+
+    def peer_closed(self):
+        """Whether the peer has closed or shut down its end, even with its data still unread
+        (POLLRDHUP: a TCP FIN, or a Unix socket's peer gone)."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLRDHUP)
+        return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+                   for _, ev in poller.poll(0))
 
     def hold(self, data):
         """Keep ``data`` to go out with the next send (or at linger): one wake-up of the peer

@@ -139,6 +139,8 @@ class Session:
         self.result = Result()
         self._hello = self.conn.send(p.Auth(ep.token, client_name))
         self.on_wait = None  # called with a protocol.Waiting when a person must approve
+        self._urgent = None  # relaying: Signal and Resize events for the loop to send
+        self._owed = 0  # relaying: bytes to send before the last signal is out
 
     def close(self):
         self.sock.close()
@@ -198,7 +200,7 @@ class Session:
                     pass
             else:
                 self._send(data)
-                self._relay(capture, out, stdin_fd=stdin_fd)
+                self._relay(capture, out, stdin_fd=stdin_fd, wake=bool(old))
         finally:
             for sig, handler in old.items():
                 _signal.signal(sig, handler)
@@ -210,17 +212,24 @@ class Session:
         from .commands import _winsize
         rows, cols = _winsize()
         if rows and cols:
-            self._queue(self.conn.send(p.Resize(rows, cols)))
-
-    def _queue(self, data):
-        try:
-            self.sock.send(data)
-        except OSError:
-            pass
+            self._queue(p.Resize(rows, cols))
 
     def _forward(self, signum, frame):
+        self._queue(p.Signal(signum))
+
+    def _queue(self, event):
+        """Send an event from a signal handler. While relaying, the loop sends it after the frame
+        it is in the middle of (the handler may run between any two of its steps); otherwise
+        nothing else writes, and it goes at once."""
+        if self._urgent is not None:
+            if isinstance(event, p.Signal) and (self._owed > 0 or self._urgent):
+                # The last signal is still stuck behind stdin the command does not read: a
+                # second one gives up. We exit; the daemon ends the command as on any hang-up.
+                raise KeyboardInterrupt
+            self._urgent.append(event)
+            return
         try:
-            self.sock.send(self.conn.send(p.Signal(signum)))
+            self.sock.sendall(self.conn.send(event))
         except OSError:
             pass
 
@@ -273,8 +282,9 @@ class Session:
             out(event)
         return True
 
-    def _relay(self, capture, sink=None, stdin=True, stdin_fd=0):
-        """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink)."""
+    def _relay(self, capture, sink=None, stdin=True, stdin_fd=0, wake=False):
+        """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink).
+        ``wake``: our signal handlers are set, and a signal must wake the loop to send its frame."""
         import select
         if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
             import ssl
@@ -309,49 +319,78 @@ class Session:
             stdin_open = False
             pending = self.conn.send(p.StdinEof())
         poller = select.poll()
+        wake_r = -1
+        if wake:
+            wake_r, wake_w = posix.pipe()
+            for fd in (wake_r, wake_w):
+                posix.set_blocking(fd, False)
+            old_wake = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            poller.register(wake_r, select.POLLIN)
+        self._urgent = []
         running = True
-        while running:
-            poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
-            if stdin_open:
-                if pending:  # backpressure: no more stdin until the daemon took what we have
-                    poller.register(stdin_fd, 0)
+        try:
+            while running:
+                while self._urgent:  # after whole frames: pending never ends inside one
+                    event = self._urgent.pop(0)
+                    pending += self.conn.send(event)
+                    if isinstance(event, p.Signal):
+                        self._owed = len(pending)
+                poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
+                if stdin_open:
+                    if pending:  # backpressure: no more stdin until the daemon took what we have
+                        poller.register(stdin_fd, 0)
+                    else:
+                        poller.register(stdin_fd, select.POLLIN)
+                if len(again) > 1 and self.sock.pending():
+                    ready = [(sock_fd, select.POLLIN)]
                 else:
-                    poller.register(stdin_fd, select.POLLIN)
-            if len(again) > 1 and self.sock.pending():
-                ready = [(sock_fd, select.POLLIN)]
-            else:
-                ready = poller.poll()
-            for fd, ev in ready:
-                if fd == stdin_fd and fd != sock_fd:
-                    if not ev & (select.POLLIN | select.POLLHUP):
+                    ready = poller.poll()
+                for fd, ev in ready:
+                    if fd == wake_r:  # a signal: its event waits in _urgent for the loop's top
+                        try:
+                            posix.read(wake_r, 512)
+                        except OSError:
+                            pass
                         continue
-                    data = posix.read(stdin_fd, STDIN_CHUNK)
-                    pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
-                    if not data:
-                        stdin_open = False
-                        poller.unregister(stdin_fd)
-                    continue
-                if ev & select.POLLOUT and pending:
-                    try:
-                        pending = pending[self.sock.send(pending):]
-                    except again:
-                        pass
-                    except OSError:
-                        pending = b""  # the command ended and the daemon stopped reading
-                if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    try:
-                        data = read(RECV_SIZE)
-                    except again:
+                    if fd == stdin_fd and fd != sock_fd:
+                        if not ev & (select.POLLIN | select.POLLHUP):
+                            continue
+                        data = posix.read(stdin_fd, STDIN_CHUNK)
+                        pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
+                        if not data:
+                            stdin_open = False
+                            poller.unregister(stdin_fd)
                         continue
-                    except OSError as exc:
-                        raise ConnectFailed("lost the daemon at %s: %s"
-                                            % (self.ep.where, exc.strerror or exc))
-                    self.conn.receive_data(data)
-                    while running:
-                        event = self._parse()
-                        if event is p.NEED_DATA:
-                            break
-                        running = self._handle(event, out)
+                    if ev & select.POLLOUT and pending:
+                        try:
+                            sent = self.sock.send(pending)
+                            pending = pending[sent:]
+                            self._owed -= sent
+                        except again:
+                            pass
+                        except OSError:
+                            pending = b""  # the command ended and the daemon stopped reading
+                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        try:
+                            data = read(RECV_SIZE)
+                        except again:
+                            continue
+                        except OSError as exc:
+                            raise ConnectFailed("lost the daemon at %s: %s"
+                                                % (self.ep.where, exc.strerror or exc))
+                        self.conn.receive_data(data)
+                        while running:
+                            event = self._parse()
+                            if event is p.NEED_DATA:
+                                break
+                            running = self._handle(event, out)
+        finally:
+            self._urgent = None
+            self._owed = 0
+            if wake:
+                _signal.set_wakeup_fd(old_wake)
+                posix.close(wake_r)
+                posix.close(wake_w)
         if capture:
             r.stdout = b"".join(chunks[p.Stdout])
             r.stderr = b"".join(chunks[p.Stderr])

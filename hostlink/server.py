@@ -33,6 +33,8 @@ SOCKET_BUFFER = 4 << 20
 # frame costs ~20 us whatever its size). A timed pause would cost more: epoll rounds it up to
 # 1 ms, which capped a fast reader at ~800 MB/s (bench/).
 COALESCE_BELOW = 256 << 10
+# How often a client whose command does not read its stdin is checked for having hung up.
+HANGUP_CHECK = 0.25
 _F_SETPIPE_SZ = 1031
 _PEERCRED = struct.Struct("3i")
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -519,7 +521,7 @@ class Server:
                         spawn.kill_group(job.pgid, event.signum)
                 elif isinstance(event, p.Stdin):
                     if stdin >= 0:
-                        stdin = await _write_all(self.loop, stdin, event.data)
+                        stdin = await _write_all(self.loop, stdin, event.data, chan)
                 elif isinstance(event, p.StdinEof):
                     if stdin >= 0 and job.tty:
                         await _write_all(self.loop, stdin, b"\x04")  # a terminal's end of input
@@ -564,14 +566,21 @@ class Server:
             streaming = True
 
 
-async def _write_all(loop, fd, data):
-    """Write data to a command's stdin pipe; -1 (closed) once the command stopped reading."""
+async def _write_all(loop, fd, data, chan=None):
+    """Write data to a command's stdin pipe; -1 (closed) once the command stopped reading.
+    While the pipe is full, ConnectionResetError if the client behind ``chan`` hangs up."""
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            await wait_writable(loop, fd)
+            try:
+                await within(wait_writable(loop, fd), HANGUP_CHECK)
+            except asyncio.TimeoutError:
+                # We read no more frames until the command reads its stdin, so the end of the
+                # connection would wait behind them: look for it beside the unread data.
+                if chan is not None and chan.peer_closed():
+                    raise ConnectionResetError("the client hung up") from None
         except (BrokenPipeError, OSError):
             os.close(fd)
             return -1
