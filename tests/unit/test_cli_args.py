@@ -1,10 +1,12 @@
-"""The client's hand-written option parser and its Python 3.8 compatibility."""
+"""The client's hand-written option parser, its JSON writer and its Python 3.8 compatibility."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from hostlink import cli, zipapp
 from hostlink.errors import UsageError
@@ -56,3 +58,16 @@ def test_client_imports_stay_light(client_app, args):
     if args == ["--version"]:
         heavy.add("os")  # -S leaves os unloaded; the client uses posix (the exec case fails and explains)
     assert not heavy & loaded, sorted(heavy & loaded)
+
+
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=True),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain)
+def test_json_output_is_what_json_dumps_writes(value):
+    # -j prints without importing json (cli._dumps); the bytes must be json's, whatever the value.
+    assert cli._dumps(value) == json.dumps(value, separators=(",", ":"))
