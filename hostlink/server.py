@@ -623,7 +623,8 @@ def _transfer_request(cfg, client, req):
             raise spawn.SpawnError("denied", "client %s may not transfer %s (cwd_allow = %s)"
                                    % (client.name, path, " ".join(client.cwd_allow)))
     fields = {n: getattr(req, n) for n in req.__slots__}
-    fields.update(argv=(sys.executable, "-m", "hostlink.xfer", req.xfer) + tuple(req.argv),
+    # -S: no site (PYTHONPATH names the package), as for job runners: 30 ms less a transfer.
+    fields.update(argv=(sys.executable, "-S", "-m", "hostlink.xfer", req.xfer) + tuple(req.argv),
                   command=None, env=(("PYTHONPATH", _PKG_PARENT),), xfer="")
     return p.Exec(**fields)
 

@@ -8,12 +8,12 @@ each file is written under a temporary name beside its destination and renamed i
 when complete, so an interrupted transfer leaves no partial file under a real name.
 """
 
-import fnmatch
-import hashlib
 import os
 import stat
 import sys
-import tarfile
+
+# tarfile, fnmatch and hashlib are imported where they are used: together they cost more than
+# 20 ms (re, enum), and a single file, a stat or df needs none of them (bench/).
 
 CHUNK = 1 << 20
 PAX_SHA = "hostlink.sha256"
@@ -27,6 +27,9 @@ class TransferError(Exception):
 def excluded(rel, patterns):
     """True when ``rel`` (a relative path) matches a pattern by base name, whole path or any
     leading directory."""
+    if not patterns:
+        return False
+    import fnmatch
     parts = rel.split("/")
     for pat in patterns:
         if fnmatch.fnmatchcase(parts[-1], pat) or fnmatch.fnmatchcase(rel, pat):
@@ -42,6 +45,7 @@ def pack(src, out, excludes=(), verify=False):
     ``out``; symlinks stay symlinks. Returns the (files, bytes) sent."""
     src = src.rstrip("/") or "/"
     top = os.path.basename(src) or "."
+    import tarfile
     files = size = 0
     # 1 MiB blocks: tarfile's stream default (10 KiB records, 16 KiB copies) caps it near 150 MB/s.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
@@ -123,6 +127,7 @@ class Unpacker:
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
 
     def run(self, fileobj):
+        import tarfile
         try:
             with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
                               errors="surrogateescape", bufsize=CHUNK) as tar:
@@ -216,6 +221,7 @@ class Unpacker:
 
     def _file(self, tar, m, parent, name, shown):
         def fill(fd):
+            import hashlib
             h = hashlib.sha256() if (self.verify or self.manifest is not None) else None
             src = tar.extractfile(m)
             left = m.size
@@ -329,6 +335,7 @@ def _sha256_fd_path(path):
 
 
 def _sha256_fd(fd):
+    import hashlib
     h = hashlib.sha256()
     offset = 0
     while True:
