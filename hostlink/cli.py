@@ -251,6 +251,8 @@ def cmd_exec(opts, words, environ):
         req = _replace(req, tty=True, rows=rows, cols=cols)
     _need_token(ep)
     session = Session(ep, _connect_timeout(opts))
+    session.on_stuck = lambda: _say("the signal waits behind input the command has not read; "
+                                    "press Ctrl-C again to leave (the command is then ended)")
     session.on_wait = lambda w: _say("waiting for approval %s on %s: %s (up to %d s)"
                                      % (w.id, w.node, w.text, w.timeout_ms // 1000))
     if opts.tty:

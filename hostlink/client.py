@@ -16,6 +16,8 @@ from . import protocol as p
 from .errors import FROM_DAEMON, ConnectFailed, HostlinkError, TimedOut
 
 RECV_SIZE = 1 << 20
+# A forwarded signal still unsent after this long waits behind stdin the command does not read.
+STUCK_AFTER_MS = 1000
 STDIN_CHUNK = 256 << 10
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 
@@ -139,6 +141,7 @@ class Session:
         self.result = Result()
         self._hello = self.conn.send(p.Auth(ep.token, client_name))
         self.on_wait = None  # called with a protocol.Waiting when a person must approve
+        self.on_stuck = None  # called once when a forwarded signal waits behind unread stdin
         self._urgent = None  # relaying: Signal and Resize events for the loop to send
         self._owed = 0  # relaying: bytes to send before the last signal is out
 
@@ -343,6 +346,11 @@ class Session:
                         poller.register(stdin_fd, select.POLLIN)
                 if len(again) > 1 and self.sock.pending():
                     ready = [(sock_fd, select.POLLIN)]
+                elif self._owed > 0 and self.on_stuck is not None:
+                    ready = poller.poll(STUCK_AFTER_MS)
+                    if not ready and self._owed > 0:
+                        self.on_stuck()
+                        self.on_stuck = None
                 else:
                     ready = poller.poll()
                 for fd, ev in ready:
