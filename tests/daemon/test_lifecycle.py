@@ -59,24 +59,28 @@ def test_sigint_is_forwarded(daemon, tmp_path, flags):
     assert proc.returncode == 7 and b"got-int" in out
 
 
-def _feed(proc):
-    def run():
+def _not_reading_stdin(daemon, tmp_path):
+    """(client, command pid): a relayed command that leaves its stdin unread while the client
+    is fed without end, once the pipe, the socket and the client's buffer are full."""
+    pidfile = tmp_path / "pid"
+    proc = daemon.popen("--relay", "exec", "echo $$ > %s; sleep 60; cat > /dev/null" % pidfile,
+                        stdin=subprocess.PIPE)
+
+    def feed():
         try:
             while True:
                 proc.stdin.write(b"\0" * (1 << 20))
         except (OSError, ValueError):
             pass  # the client is gone
-    threading.Thread(target=run, daemon=True).start()
+    threading.Thread(target=feed, daemon=True).start()
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid file"))
+    time.sleep(0.5)
+    return proc, pid
 
 
 def test_hang_up_seen_while_the_command_does_not_read_its_stdin(daemon, tmp_path):
     # Stdin waits in the socket behind a full pipe: the end of the connection must not.
-    pidfile = tmp_path / "pid"
-    proc = daemon.popen("--relay", "exec", "echo $$ > %s; sleep 60; cat > /dev/null" % pidfile,
-                        stdin=subprocess.PIPE)
-    _feed(proc)
-    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid file"))
-    time.sleep(0.5)  # the pipe, the socket and the client's buffer fill up
+    proc, pid = _not_reading_stdin(daemon, tmp_path)
     proc.kill()
     proc.wait()
     wait_for(lambda: not pid_alive(pid), 10, "the command to end after its client hung up")
@@ -85,12 +89,7 @@ def test_hang_up_seen_while_the_command_does_not_read_its_stdin(daemon, tmp_path
 def test_second_sigint_gives_up_on_a_signal_stuck_behind_stdin(daemon, tmp_path):
     # The first SIGINT waits behind stdin the command does not read; a second one makes the
     # client leave, and the daemon ends the command as on any hang-up.
-    pidfile = tmp_path / "pid"
-    proc = daemon.popen("--relay", "exec", "echo $$ > %s; sleep 60; cat > /dev/null" % pidfile,
-                        stdin=subprocess.PIPE)
-    _feed(proc)
-    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid file"))
-    time.sleep(0.5)
+    proc, pid = _not_reading_stdin(daemon, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(1.5)  # past the client's patience: it says why nothing happens
     assert proc.poll() is None  # one SIGINT is forwarded, not taken as the client's own
