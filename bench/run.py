@@ -431,7 +431,11 @@ class Bench:
 
     def write(self):
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-        path = os.path.join(ROOT, "bench", "results", "%s.md" % time.strftime("%Y-%m-%d-%H%M%S"))
+        # A partial or quick run says so in its name: only full runs are tables to keep.
+        kind = "-quick" if self.quick else ""
+        kind += "" if self.full else "-partial"
+        path = os.path.join(ROOT, "bench", "results",
+                            "%s%s.md" % (time.strftime("%Y-%m-%d-%H%M%S"), kind))
         with open(path, "w") as f:
             f.write("# hostlink benchmark, %s\n\n%s, %d cores, Python %s\n\n"
                     % (time.strftime("%Y-%m-%d %H:%M"), platform.platform(), os.cpu_count(),
@@ -473,6 +477,7 @@ def main():
     if unknown:
         ap.error("unknown section(s): %s" % ", ".join(sorted(unknown)))
     b = Bench(args.quick)
+    b.full = set(only) == set(SECTIONS)
     try:
         _, b.sock = b.daemon("main")
         b.container()
