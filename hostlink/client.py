@@ -412,9 +412,10 @@ def _tls_reader(sock, again):
     """recv for a non-blocking TLS socket that returns all it can, up to ``size`` bytes: one
     TLS read yields one record (16 KiB), and feeding the parser record by record cost more
     than the decryption."""
+    whole = memoryview(bytearray(RECV_SIZE))  # reused: what is read goes out as a bytes copy
+
     def read(size):
-        buf = bytearray(size)
-        view = memoryview(buf)
+        view = whole[:size]
         n = sock.recv_into(view)  # raises when nothing is there yet: the caller polls
         while n and n < size:
             try:
