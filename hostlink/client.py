@@ -55,6 +55,7 @@ class Result:
         self.stdout = None
         self.stderr = None
         self.timeout_ms = 0
+        self.pid = 0  # the command's, on the host (Started)
 
 
 def connect(ep, connect_timeout_ms=5000):
@@ -144,6 +145,7 @@ class Session:
         self.on_stuck = None  # called once when a forwarded signal waits behind unread stdin
         self._urgent = None  # relaying: Signal and Resize events for the loop to send
         self._owed = 0  # relaying: bytes to send before the last signal is out
+        self._aside = None  # False once a daemon refused Kill
 
     def close(self):
         self.sock.close()
@@ -236,6 +238,22 @@ class Session:
         except OSError:
             pass
 
+    def _kill_aside(self, event):
+        """Deliver a signal on a connection of its own (protocol Kill), so that it does not wait
+        behind stdin in this one; False where that cannot be done (a daemon before Kill)."""
+        if not self.result.pid or self._aside is False:
+            return False
+        try:
+            side = Session(self.ep, client_name="hostlink-signal")
+            try:
+                side.call(p.Kill(self.result.pid, event.signum))
+            finally:
+                side.close()
+        except HostlinkError:
+            self._aside = False  # it said no once: the frame in this connection will do
+            return False
+        return True
+
     def _send(self, data):
         try:
             self.sock.sendall(data)
@@ -273,7 +291,7 @@ class Session:
         if isinstance(event, p.Ok):
             r.node = event.node
         elif isinstance(event, p.Started):
-            r.timeout_ms = event.timeout_ms
+            r.timeout_ms, r.pid = event.timeout_ms, event.pid
         elif isinstance(event, p.Waiting):
             if self.on_wait is not None:
                 self.on_wait(event)
@@ -330,11 +348,14 @@ class Session:
             old_wake = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
             poller.register(wake_r, select.POLLIN)
         self._urgent = []
+        stdin_sent = False  # once stdin flows, a signal may wait behind what the command has not read
         running = True
         try:
             while running:
                 while self._urgent:  # after whole frames: pending never ends inside one
                     event = self._urgent.pop(0)
+                    if isinstance(event, p.Signal) and stdin_sent and self._kill_aside(event):
+                        continue
                     pending += self.conn.send(event)
                     if isinstance(event, p.Signal):
                         self._owed = len(pending)
@@ -365,6 +386,7 @@ class Session:
                             continue
                         data = posix.read(stdin_fd, STDIN_CHUNK)
                         pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
+                        stdin_sent = True
                         if not data:
                             stdin_open = False
                             poller.unregister(stdin_fd)

@@ -97,6 +97,13 @@ class JobRequest(Event):
     _DEFAULTS = {"id": "", "stream": "stdout", "follow": False, "kill": False}
 
 
+class Kill(Event):
+    """Client, on a connection of its own: deliver ``signum`` to the process group of its running
+    command ``pid``, when the command's connection is stuck behind stdin it does not read."""
+    __slots__ = ("pid", "signum")
+    TYPE = 9
+
+
 class Ping(Event):
     """Client: is the daemon there?"""
     __slots__ = ()
@@ -190,7 +197,7 @@ ERROR_CODES = ("auth_failed", "busy", "bad_request", "denied", "bad_cwd", "spawn
 _DATA = (Stdin, Stdout, Stderr)
 _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal, Resize,
                                       Ok, Started, Stdout, Stderr, Exit, Error, Pong, Waiting,
-                                      JobRequest, Reply)}
+                                      JobRequest, Reply, Kill)}
 
 # ---- field encoding ----------------------------------------------------------------------------
 
@@ -203,6 +210,7 @@ _SCHEMA = {
     JobRequest: {"action": "s", "id": "s", "stream": "s", "follow": "b", "kill": "b"},
     Reply: {"text": "s"},
     Signal: {"signum": "i"},
+    Kill: {"pid": "i", "signum": "i"},
     Resize: {"rows": "i", "cols": "i"},
     Ok: {"node": "s", "version": "i"},
     Started: {"pid": "i", "timeout_ms": "i"},
@@ -346,7 +354,7 @@ CLIENT, SERVER = "client", "server"
 _RECEIVE = {
     SERVER: {
         "AUTH": {Auth: "AUTHING"},
-        "READY": {Exec: "STARTING", Ping: "PINGING", JobRequest: "STARTING"},
+        "READY": {Exec: "STARTING", Ping: "PINGING", JobRequest: "STARTING", Kill: "STARTING"},
         "RUNNING": {Stdin: "RUNNING", StdinEof: "RUNNING", Signal: "RUNNING", Resize: "RUNNING"},
     },
     CLIENT: {
@@ -372,7 +380,7 @@ _SEND = {
         "RUNNING": {},
     },
 }
-_CLIENT_ANYTIME = (Exec, Ping, Stdin, StdinEof, Signal, Resize, JobRequest)
+_CLIENT_ANYTIME = (Exec, Ping, Stdin, StdinEof, Signal, Resize, JobRequest, Kill)
 PAUSED = ("AUTHING", "STARTING", "PINGING")
 
 

@@ -80,6 +80,7 @@ class Job:
         self.timed_out = False
         self.tty = False
         self.hung_up = False
+        self.client = ""  # the client that started it: only it may signal it (Kill)
         self._timers = []
         if timeout_ms:
             self._timers.append(server.loop.call_later(timeout_ms / 1000, self._on_timeout))
@@ -296,6 +297,9 @@ class Server:
                 await chan.send(conn.send(p.Pong(self.cfg.node, int(time.monotonic() - self.started),
                                                  p.VERSION)))
                 return
+            if isinstance(event, p.Kill):
+                await self._kill(chan, conn, client, event, record)
+                return
             if isinstance(event, p.JobRequest):
                 try:
                     if client.ping_only:
@@ -422,6 +426,7 @@ class Server:
         finally:
             close_all(stdio)  # the child has its copies; ours would hold pipes open
         job = Job(self, proc, timeout)
+        job.client = client.name
         job.tty = req.tty and req.mode == "relay"
         self.jobs.add(job)
         record.update(pid=proc.pid, timeout_ms=timeout)
@@ -452,6 +457,22 @@ class Server:
                 raise spawn.SpawnError("denied", "not approved on %s: %s" % (cfg.node, reason))
             record["approved"] = True
         return req, user, cwd
+
+    async def _kill(self, chan, conn, client, req, record):
+        """A signal for a running command of this client's, from a connection of its own (the
+        command's own connection can be stuck behind stdin the command does not read)."""
+        record.update(event="signal", pid=req.pid, signal=req.signum)
+        job = next((j for j in self.jobs if j.proc.pid == req.pid and j.client == client.name
+                    and not j.exited.done()), None)
+        if not 1 <= req.signum <= 64 or job is None:
+            record["result"] = "not_found"
+            await _answer(chan, conn, p.Error("not_found", "no running command %d of client %s "
+                                                           "to signal" % (req.pid, client.name)))
+            return
+        spawn.kill_group(job.pgid, req.signum)
+        record["result"] = "ok"
+        await chan.send(conn.send(p.Reply(json.dumps({"pid": req.pid, "signal": req.signum,
+                                                      "node": self.cfg.node}))))
 
     async def _detach(self, chan, conn, req, record, client):
         """exec -D: check as for exec, start a job runner, answer its id at once."""

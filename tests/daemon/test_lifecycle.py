@@ -59,11 +59,12 @@ def test_sigint_is_forwarded(daemon, tmp_path, flags):
     assert proc.returncode == 7 and b"got-int" in out
 
 
-def _not_reading_stdin(daemon, tmp_path):
+def _not_reading_stdin(daemon, tmp_path, command="sleep 60"):
     """(client, command pid): a relayed command that leaves its stdin unread while the client
     is fed without end, once the pipe, the socket and the client's buffer are full."""
     pidfile = tmp_path / "pid"
-    proc = daemon.popen("--relay", "exec", "echo $$ > %s; sleep 60; cat > /dev/null" % pidfile,
+    proc = daemon.popen("-x", "--relay", "exec",
+                        "echo $$ > %s; %s; cat > /dev/null" % (pidfile, command),
                         stdin=subprocess.PIPE)
 
     def feed():
@@ -86,10 +87,22 @@ def test_hang_up_seen_while_the_command_does_not_read_its_stdin(daemon, tmp_path
     wait_for(lambda: not pid_alive(pid), 10, "the command to end after its client hung up")
 
 
-def test_second_sigint_gives_up_on_a_signal_stuck_behind_stdin(daemon, tmp_path):
-    # The first SIGINT waits behind stdin the command does not read; a second one makes the
-    # client leave, and the daemon ends the command as on any hang-up.
-    proc, pid = _not_reading_stdin(daemon, tmp_path)
+def test_sigint_reaches_a_command_that_does_not_read_its_stdin(daemon, tmp_path):
+    # The command's connection is stuck behind its stdin: the signal goes on a connection of its own.
+    proc, pid = _not_reading_stdin(daemon, tmp_path, "trap 'echo got-int >&2; exit 7' INT; sleep 60")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 7
+    assert b"got-int" in proc.stderr.read()
+    record = daemon.audit_lines(until=lambda ls: any(l.get("event") == "signal" for l in ls))
+    assert [(l["pid"], l["signal"], l["result"]) for l in record if l.get("event") == "signal"] \
+        == [(pid, signal.SIGINT, "ok")]
+
+
+def test_second_sigint_gives_up_when_the_signal_cannot_go_aside(make_daemon, tmp_path):
+    # No room for a second connection: the signal waits behind stdin in the command's own; the
+    # client says so, a second SIGINT makes it leave, and the daemon ends the command.
+    d = make_daemon("max_connections = 1")
+    proc, pid = _not_reading_stdin(d, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(1.5)  # past the client's patience: it says why nothing happens
     assert proc.poll() is None  # one SIGINT is forwarded, not taken as the client's own

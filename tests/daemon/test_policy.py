@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.conftest import pid_alive, wait_for
+
 CLIENTS = """
 [client ci]
 token = ci-token-0123456789abcdef
@@ -121,3 +123,35 @@ def test_client_token_file_must_be_private(make_daemon, tmp_path):
     os.chmod(tf, 0o600)
     d.start()
     assert as_client(d, "file-token-0123456789abcdef", "exec", "true").returncode == 0
+
+
+def test_only_its_own_client_may_signal_a_command(d, tmp_path):
+    import socket
+    from hostlink import protocol as p
+    pidfile = tmp_path / "pid"
+    proc = d.popen("exec", "echo $$ > %s; sleep 30" % pidfile)
+    other = "ops-token-0123456789abcdef"
+    try:
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pid"))
+
+        def kill(token, target, signum=15):
+            conn = p.Connection(p.CLIENT)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(d.socket)
+                s.sendall(conn.send(p.Auth(token, "t")) + conn.send(p.Kill(target, signum)))
+                while True:
+                    ev = conn.next_event()
+                    if ev is p.NEED_DATA:
+                        conn.receive_data(s.recv(65536))
+                    elif not isinstance(ev, p.Ok):
+                        return ev
+        assert kill(other, pid).code == "not_found"  # another client's command
+        assert kill(d.token, pid, 99).code == "not_found"  # no such signal
+        assert kill(d.token, 1).code == "not_found"  # not a command of this daemon's
+        assert pid_alive(pid)
+        assert isinstance(kill(d.token, pid), p.Reply)
+        wait_for(lambda: not pid_alive(pid), 10, "the command to end")
+    finally:
+        proc.kill()
+        proc.wait()

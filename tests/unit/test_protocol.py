@@ -32,7 +32,7 @@ def test_round_trip_every_event():
                      mode="fds"),
               p.Exec(argv=("printf", "%s", ""), mode="relay"),
               p.Exec(argv=(), mode="relay"),
-              p.Signal(2), p.Resize(24, 80), p.Ok("node", 2), p.Started(10, 0),
+              p.Signal(2), p.Resize(24, 80), p.Kill(4242, 2), p.Ok("node", 2), p.Started(10, 0),
               p.Exit(137, 9, True, 12), p.Error("busy", "server busy"), p.Pong("n", 5, 2)]
     for ev in events:
         data = p.encode(ev)
@@ -197,3 +197,19 @@ def test_fuzz_data_frames_survive_any_split(payloads, cuts, as_bytearray):
         if isinstance(ev, p.Exit):
             break
     assert b"".join(got) == b"".join(payloads)
+
+
+def test_kill_is_a_request_of_its_own():
+    conn = p.Connection(p.SERVER)
+    conn.receive_data(p.PREFACE + p.encode(p.Auth("t", "")) + p.encode(p.Kill(7, 15)))
+    assert isinstance(conn.next_event(), p.Auth)
+    conn.send(p.Ok("n", 2))
+    assert conn.next_event() == p.Kill(7, 15)
+    assert conn.send(p.Reply("{}"))
+    running = server_after_auth()
+    running.receive_data(p.encode(p.Exec(command="x", mode="relay")))
+    running.next_event()
+    running.send(p.Started(1, 0))
+    running.receive_data(p.encode(p.Kill(1, 2)))
+    with pytest.raises(p.ProtocolError):
+        running.next_event()  # not on the command's own connection: Signal is for that
