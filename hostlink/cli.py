@@ -242,7 +242,7 @@ def cmd_exec(opts, words, environ):
     if opts.max_output or opts.max_stdout or opts.max_stderr or opts.output_to_file:
         from .commands import _Output
         output = _Output.for_options(opts)
-    fds = ep.socket and not (opts.json or opts.relay or opts.tty or output)
+    fds = ep.socket and not (opts.relay or opts.tty)
     req = _replace(req, timeout_ms=timeout, mode="fds" if fds else "relay")
     restore = None
     if opts.tty:

@@ -199,10 +199,23 @@ class Session:
             if fds_mode:
                 # cli.main gave any closed standard descriptor /dev/null, so 0, 1, 2 are valid.
                 std = list(stdio) if stdio else [0, 1, 2]
-                self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                            _pack_fds(std))])
-                while self._handle(self._next(), None):
-                    pass
+                pipes = []
+                if capture or out is not None:
+                    # Output to keep or to cap: pipes of ours become the command's stdout and
+                    # stderr, so it comes straight here instead of relayed by the daemon.
+                    pipes = [posix.pipe(), posix.pipe()]
+                    std[1], std[2] = pipes[0][1], pipes[1][1]
+                try:
+                    self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                                _pack_fds(std))])
+                finally:
+                    for _, w in pipes:
+                        posix.close(w)  # the command has its own; ours would hold off the end
+                if pipes:
+                    self._collect(capture, out, pipes[0][0], pipes[1][0])
+                else:
+                    while self._handle(self._next(), None):
+                        pass
             else:
                 self._send(data)
                 self._relay(capture, out, stdin_fd=stdin_fd, wake=bool(old))
@@ -302,6 +315,63 @@ class Session:
         elif out is not None:
             out(event)
         return True
+
+    def _collect(self, capture, sink, out_r, err_r):
+        """fds mode with our own pipes for output: read them (into the Result, or to ``sink``)
+        until the command's Exit, then what is left in them without waiting for more."""
+        import select
+        chunks = {1: [], 2: []}
+        pipes = {out_r: 1, err_r: 2}
+        _grow_pipes(pipes)
+        poller = select.poll()
+        for fd in pipes:
+            posix.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
+        sock_fd = self.sock.fileno()
+        poller.register(sock_fd, select.POLLIN)
+
+        def take(fd):
+            """Read what ``fd`` has; False at its end or when it is empty."""
+            try:
+                data = posix.read(fd, RECV_SIZE)
+            except BlockingIOError:
+                return False
+            if not data:
+                poller.unregister(fd)
+                del pipes[fd]
+                posix.close(fd)
+                return False
+            if capture:
+                chunks[pipes[fd]].append(data)
+            else:
+                sink(pipes[fd], data)
+            return True
+        try:
+            running = True
+            while running:
+                for fd, _ in poller.poll():
+                    if fd != sock_fd:
+                        take(fd)
+                        continue
+                    try:
+                        self.conn.receive_data(self.sock.recv(RECV_SIZE))
+                    except OSError as exc:
+                        raise ConnectFailed("lost the daemon at %s: %s"
+                                            % (self.ep.where, exc.strerror or exc))
+                    while running:
+                        event = self._parse()
+                        if event is p.NEED_DATA:
+                            break
+                        running = self._handle(event, None)
+            for fd in list(pipes):  # written before the exit; a background child's later output
+                while fd in pipes and take(fd):  # is not waited for
+                    pass
+        finally:
+            for fd in pipes:
+                posix.close(fd)
+        if capture:
+            self.result.stdout = b"".join(chunks[1])
+            self.result.stderr = b"".join(chunks[2])
 
     def _relay(self, capture, sink=None, stdin=True, stdin_fd=0, wake=False):
         """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink).

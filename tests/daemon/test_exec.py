@@ -105,6 +105,16 @@ def test_json_pipeline_from_seed(daemon):
     assert r.returncode == 0 and b"total" in r.stdout, r.stderr
 
 
+def test_json_does_not_wait_for_a_background_childs_output(daemon, path_flags):
+    # -j keeps what the command wrote before it exited (the socket path reads pipes of its own,
+    # --relay has the daemon relay them); a child left running does not hold the answer back.
+    start = time.monotonic()
+    r = daemon.run("-j", *path_flags, "exec", "(sleep 20; echo late) & echo early; echo warn >&2")
+    out = json.loads(r.stdout)
+    assert (out["stdout"], out["stderr"], out["exit_code"]) == ("early\n", "warn\n", 0)
+    assert time.monotonic() - start < 15
+
+
 def test_json_failure_and_binary(daemon):
     r = daemon.run("-j", "exec", "printf 'a\\0b\\377'; echo oops >&2; exit 3")
     assert r.returncode == 1
