@@ -207,7 +207,7 @@ class Bench:
     # ---- measurements --------------------------------------------------------------------------
 
     def latency(self):
-        n = 15 if self.quick else 60
+        n = 15 if self.quick else 100
         # The commands run in turn, round after round, and the host's bash -c true in between
         # blocks of rounds, so that a slow spell of this shared VM lands on all of them alike;
         # each figure is the median of all its runs.
@@ -261,15 +261,23 @@ class Bench:
         n = 3 if self.quick else 5
         size = GIB // 4 if self.quick else GIB
         label = "%d MiB" % (size >> 20)
-        t = ("import subprocess,time,statistics,os\n"
-             "os.environ['HOSTLINK_SOCKET']='/run/hostlink/hostlink.sock'\n"
-             "def m(c):\n r=[]\n for _ in range(%d):\n  s=time.perf_counter(); "
-             "subprocess.run(c,shell=True,check=True); r.append(time.perf_counter()-s)\n"
-             " return statistics.median(r)\n" % n)
+        # In turn, round after round (as the latency section), so a fast or slow spell of this VM
+        # does not fall on one of them only.
         gen = "head -c %d /dev/zero" % size
-        local = float(self.in_container(t + "print(m('%s | cat > /dev/null'))" % gen))
-        fds = float(self.in_container(t + "print(m('/bench/hostlink exec \"%s\" | cat > /dev/null'))" % gen))
-        relay = float(self.in_container(t + "print(m('/bench/hostlink --relay exec \"%s\" | cat > /dev/null'))" % gen))
+        cmds = {"local": "%s | cat > /dev/null" % gen,
+                "fds": "/bench/hostlink exec '%s' | cat > /dev/null" % gen,
+                "relay": "/bench/hostlink --relay exec '%s' | cat > /dev/null" % gen}
+        got = json.loads(self.in_container(
+            "import subprocess,time,statistics,os,json\n"
+            "os.environ['HOSTLINK_SOCKET']='/run/hostlink/hostlink.sock'\n"
+            "cmds=json.loads(%r)\nt={k:[] for k in cmds}\n"
+            "for _ in range(%d):\n"
+            " for k,c in cmds.items():\n"
+            "  s=time.perf_counter(); subprocess.run(c,shell=True,check=True); "
+            "t[k].append(time.perf_counter()-s)\n"
+            "print(json.dumps({k:statistics.median(v) for k,v in t.items()}))\n"
+            % (json.dumps(cmds), n)))
+        local, fds, relay = got["local"], got["fds"], got["relay"]
         dexec = statistics.median(self._time(lambda: subprocess.run(
             "docker exec %s %s > /dev/null" % (self.ctr.id, gen), shell=True, check=True), n))
         mb = size / 1e6
