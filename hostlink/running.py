@@ -1,0 +1,228 @@
+"""A running command on behalf of a connection: its process group and timers (Job), and the
+relay between the connection and the command: the client's signals and stdin in, the command's
+output out as frames (relay mode), Exit at the end. server.py starts commands and calls run().
+"""
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import termios
+import time
+
+from . import protocol as p, spawn
+from .channel import MAX_FDS, TooManyFds, wait_readable, wait_writable, within
+
+log = logging.getLogger("hostlinkd")
+
+RELAY_CHUNK = 1 << 20  # one read from a command's pipe, one data frame (protocol.MAX_FRAME)
+PIPE_SIZE = 1 << 20  # bigger pipes mean fewer wake-ups at GB/s
+SOCKET_BUFFER = 4 << 20
+# After a read shorter than this in a stream of output, the pump lets the loop go round once
+# before reading again, so that the command's small writes gather into bigger frames (each
+# frame costs ~20 us whatever its size). A timed pause would cost more: epoll rounds it up to
+# 1 ms, which capped a fast reader at ~800 MB/s (bench/).
+COALESCE_BELOW = 256 << 10
+# How often a client whose command does not read its stdin is checked for having hung up.
+HANGUP_CHECK = 0.25
+_F_SETPIPE_SZ = 1031
+
+
+class Job:
+    """One running command: its process group, timers and how it ended."""
+
+    def __init__(self, server, proc, timeout_ms):
+        self.server = server
+        self.proc = proc
+        self.pgid = proc.pid
+        self.started = time.monotonic()
+        self.loop = server.loop
+        self.exited = server.loop.create_future()
+        self.timed_out = False
+        self.tty = False
+        self.hung_up = False
+        self.client = ""  # the client that started it: only it may signal it (Kill)
+        self._timers = []
+        if timeout_ms:
+            self._timers.append(server.loop.call_later(timeout_ms / 1000, self._on_timeout))
+        server.reaper.watch(proc, self._on_exit)
+
+    def _on_timeout(self):
+        self.timed_out = True
+        self.terminate()
+
+    def hang_up(self):
+        """The client went away: its command goes too."""
+        self.hung_up = True
+        self.terminate()
+
+    def terminate(self):
+        """SIGTERM to the whole group now, SIGKILL after the grace period."""
+        spawn.kill_group(self.pgid, 15)
+        grace = self.server.cfg.kill_grace_ms / 1000
+        self._timers.append(self.server.loop.call_later(grace, spawn.kill_group, self.pgid, 9))
+
+    def _on_exit(self, status):
+        for t in self._timers:
+            t.cancel()
+        if self.timed_out or self.hung_up:
+            spawn.kill_group(self.pgid, 9)  # what ignored SIGTERM goes now, not after the grace
+        if not self.exited.done():
+            self.exited.set_result(status)
+
+    @property
+    def duration_ms(self):
+        return int((time.monotonic() - self.started) * 1000)
+
+
+async def run(job, chan, conn, fds, pipes, timeout):
+    """Started, then the client's input and the command's output until it ends, then Exit."""
+    await chan.send(conn.send(p.Started(job.proc.pid, timeout)))
+    tasks = [job.loop.create_task(_client_input(chan, conn, fds, job, pipes))]
+    for fd, kind in zip(pipes[1:], (p.Stdout, p.Stderr)):
+        if fd >= 0:
+            tasks.append(job.loop.create_task(_pump(chan, conn, fd, kind, job)))
+    try:
+        status = await job.exited
+        if len(tasks) > 1:
+            await asyncio.gather(*tasks[1:])
+        if job.hung_up:
+            return
+        code, sig = spawn.exit_code(status)
+        await chan.send(conn.send(p.Exit(code, sig, job.timed_out, job.duration_ms)))
+    except (ConnectionError, OSError):
+        job.hang_up()
+        await job.exited
+    finally:
+        for t in tasks:
+            t.cancel()
+
+async def _client_input(chan, conn, fds, job, pipes):
+    """Signals and stdin from the client; its hang-up ends the command."""
+    stdin = pipes[0] if pipes else -1
+    try:
+        while True:
+            event = await next_event(chan, conn, fds)
+            if event is None:
+                break
+            if isinstance(event, p.Signal):
+                if 1 <= event.signum <= 64:
+                    spawn.kill_group(job.pgid, event.signum)
+            elif isinstance(event, p.Stdin):
+                if stdin >= 0:
+                    stdin = await _write_all(job.loop, stdin, event.data, chan)
+            elif isinstance(event, p.StdinEof):
+                if stdin >= 0 and job.tty:
+                    await _write_all(job.loop, stdin, b"\x04")  # a terminal's end of input
+                elif stdin >= 0:
+                    os.close(stdin)
+                    pipes[0] = stdin = -1
+            elif isinstance(event, p.Resize):
+                if job.tty and stdin >= 0 and 0 < event.rows < 10000 and 0 < event.cols < 10000:
+                    import fcntl
+                    import termios
+                    fcntl.ioctl(stdin, termios.TIOCSWINSZ,
+                                struct.pack("HHHH", event.rows, event.cols, 0, 0))
+    except (ConnectionError, OSError, p.ProtocolError, TooManyFds) as exc:
+        log.debug("client input ended: %s", exc)
+    if not job.exited.done():
+        job.hang_up()
+
+async def _pump(chan, conn, fd, kind, job):
+    """Relay one output pipe as frames until EOF, or until drained once the command ended."""
+    buf = bytearray(RELAY_CHUNK)  # reused: no allocation per chunk
+    view = memoryview(buf)
+    streaming = False
+    while True:
+        try:
+            n = os.readv(fd, [buf])
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return  # a pseudo-terminal whose other side closed: its end of file
+            if not isinstance(exc, BlockingIOError):
+                raise
+            if job.exited.done():
+                return  # what a background child writes later is not waited for
+            streaming = False
+            await wait_readable(job.loop, fd, until=job.exited)
+            continue
+        if not n:
+            return
+        if not job.hung_up:
+            await chan.send(conn.send_header(kind, n), view[:n])
+        if streaming and n < COALESCE_BELOW:
+            await asyncio.sleep(0)  # never holds back the first frame after a pause
+        streaming = True
+
+
+async def _write_all(loop, fd, data, chan=None):
+    """Write data to a command's stdin pipe; -1 (closed) once the command stopped reading.
+    While the pipe is full, ConnectionResetError if the client behind ``chan`` hangs up."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            try:
+                await within(wait_writable(loop, fd), HANGUP_CHECK)
+            except asyncio.TimeoutError:
+                # We read no more frames until the command reads its stdin, so the end of the
+                # connection would wait behind them: look for it beside the unread data.
+                if chan is not None and chan.peer_closed():
+                    raise ConnectionResetError("the client hung up") from None
+        except (BrokenPipeError, OSError):
+            os.close(fd)
+            return -1
+    return fd
+
+
+async def next_event(chan, conn, fds):
+    """The next event from the peer, reading as needed; None when it closed cleanly."""
+    while True:
+        event = conn.next_event()
+        if event is not p.NEED_DATA:
+            return event
+        if conn.buffered > p.MAX_BUFFER:
+            raise p.ProtocolError("peer sent more than one frame ahead")
+        data, new_fds = await chan.recv()
+        fds.extend(new_fds)
+        if len(fds) > MAX_FDS:
+            raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
+        conn.receive_data(data)
+
+
+def grow_send_buffer(sock):
+    """A bigger socket buffer for relayed output: fewer wake-ups at GB/s (root may exceed wmem_max)."""
+    for opt in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            return
+        except OSError:
+            continue
+
+
+def pty(req):
+    """A pseudo-terminal for a relayed command (--tty): the child's three ends, and ours."""
+    master, slave = os.openpty()
+    os.set_inheritable(master, False)
+    if req.rows and req.cols:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", req.rows, req.cols, 0, 0))
+    os.set_blocking(master, False)
+    return [slave, os.dup(slave), os.dup(slave)], [os.dup(master), master, -1]
+
+
+def relay_pipes():
+    """Pipes for a relayed command: (child's stdin, stdout, stderr), [ours: stdin w, out r, err r]."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    for fd in (in_w, out_r, err_r):
+        os.set_blocking(fd, False)
+    try:
+        fcntl.fcntl(out_r, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged daemon: keep the default
+    return [in_r, out_w, err_w], [in_w, out_r, err_r]
