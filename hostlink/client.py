@@ -19,6 +19,7 @@ RECV_SIZE = 1 << 20
 # A forwarded signal still unsent after this long waits behind stdin the command does not read.
 STUCK_AFTER_MS = 1000
 STDIN_CHUNK = 256 << 10
+_F_SETPIPE_SZ = 1031  # Linux fcntl; fcntl.F_SETPIPE_SZ appears only in Python 3.10
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 
 
@@ -279,11 +280,27 @@ class Session:
             event = self._parse()
             if event is not p.NEED_DATA:
                 return event
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except OSError as exc:
-                raise ConnectFailed("lost the daemon at %s: %s" % (self.ep.where, exc.strerror))
-            self.conn.receive_data(data)
+            self._feed(self.sock.recv)
+
+    def _feed(self, read, again=()):
+        """One read from the daemon into the parser; ConnectFailed when the connection broke
+        (``again``: what a non-blocking read raises when there is nothing yet, let through)."""
+        try:
+            data = read(RECV_SIZE)
+        except again:
+            raise
+        except OSError as exc:
+            raise ConnectFailed("lost the daemon at %s: %s" % (self.ep.where, exc.strerror or exc))
+        self.conn.receive_data(data)
+
+    def _dispatch(self, out):
+        """Apply every whole event received so far; False once the command has ended."""
+        while True:
+            event = self._parse()
+            if event is p.NEED_DATA:
+                return True
+            if not self._handle(event, out):
+                return False
 
     def _parse(self):
         try:
@@ -353,16 +370,8 @@ class Session:
                     if fd != sock_fd:
                         take(fd)
                         continue
-                    try:
-                        self.conn.receive_data(self.sock.recv(RECV_SIZE))
-                    except OSError as exc:
-                        raise ConnectFailed("lost the daemon at %s: %s"
-                                            % (self.ep.where, exc.strerror or exc))
-                    while running:
-                        event = self._parse()
-                        if event is p.NEED_DATA:
-                            break
-                        running = self._handle(event, None)
+                    self._feed(self.sock.recv)
+                    running = self._dispatch(None)
             for fd in list(pipes):  # written before the exit; a background child's later output
                 while fd in pipes and take(fd):  # is not waited for
                     pass
@@ -472,18 +481,10 @@ class Session:
                             pending = b""  # the command ended and the daemon stopped reading
                     if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                         try:
-                            data = read(RECV_SIZE)
+                            self._feed(read, again)
                         except again:
                             continue
-                        except OSError as exc:
-                            raise ConnectFailed("lost the daemon at %s: %s"
-                                                % (self.ep.where, exc.strerror or exc))
-                        self.conn.receive_data(data)
-                        while running:
-                            event = self._parse()
-                            if event is p.NEED_DATA:
-                                break
-                            running = self._handle(event, out)
+                        running = self._dispatch(out)
         finally:
             self._urgent = None
             self._owed = 0
@@ -522,13 +523,13 @@ def _tls_reader(sock, again):
 
 
 def _grow_pipes(fds):
-    """Let a pipe we write relayed output into hold a whole frame (1 MiB, the unprivileged
+    """Let the pipes among ``fds`` that carry output hold a whole frame (1 MiB, the unprivileged
     maximum): a frame is then one write, not 16 turns of a 64 KiB pipe with its reader."""
     import fcntl
     for fd in fds:
         try:
             if posix.fstat(fd).st_mode & 0o170000 == 0o010000:  # a FIFO
-                fcntl.fcntl(fd, 1031, p.MAX_FRAME)  # F_SETPIPE_SZ
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, p.MAX_FRAME)
         except OSError:
             pass  # over /proc/sys/fs/pipe-max-size: keep the size it has
 

@@ -34,7 +34,7 @@ _F_SETPIPE_SZ = 1031
 class Job:
     """One running command: its process group, timers and how it ended."""
 
-    def __init__(self, server, proc, timeout_ms):
+    def __init__(self, server, proc, timeout_ms, client=""):
         self.server = server
         self.proc = proc
         self.pgid = proc.pid
@@ -44,7 +44,7 @@ class Job:
         self.timed_out = False
         self.tty = False
         self.hung_up = False
-        self.client = ""  # the client that started it: only it may signal it (Kill)
+        self.client = client  # the client that started it: only it may signal it (Kill)
         self._timers = []
         if timeout_ms:
             self._timers.append(server.loop.call_later(timeout_ms / 1000, self._on_timeout))
@@ -109,7 +109,7 @@ async def _client_input(chan, conn, fds, job, pipes):
             if event is None:
                 break
             if isinstance(event, p.Signal):
-                if 1 <= event.signum <= 64:
+                if spawn.is_signal(event.signum):
                     spawn.kill_group(job.pgid, event.signum)
             elif isinstance(event, p.Stdin):
                 if stdin >= 0:

@@ -367,8 +367,7 @@ class Server:
             return
         finally:
             close_all(stdio)  # the child has its copies; ours would hold pipes open
-        job = running.Job(self, proc, timeout)
-        job.client = client.name
+        job = running.Job(self, proc, timeout, client.name)
         job.tty = req.tty and req.mode == "relay"
         self.jobs.add(job)
         record.update(pid=proc.pid, timeout_ms=timeout)
@@ -406,7 +405,7 @@ class Server:
         record.update(event="signal", pid=req.pid, signal=req.signum)
         job = next((j for j in self.jobs if j.proc.pid == req.pid and j.client == client.name
                     and not j.exited.done()), None)
-        if not 1 <= req.signum <= 64 or job is None:
+        if not spawn.is_signal(req.signum) or job is None:
             record["result"] = "not_found"
             await _answer(chan, conn, p.Error("not_found", "no running command %d of client %s "
                                                            "to signal" % (req.pid, client.name)))

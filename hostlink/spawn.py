@@ -139,6 +139,11 @@ def spawn(cfg, request, user, cwd, stdin, stdout, stderr, tty=False):
         raise SpawnError("spawn_failed", "cannot start %s: %s" % (argv[0], exc.strerror)) from None
 
 
+def is_signal(signum):
+    """Whether a client may name ``signum`` (Signal, Kill): a signal number, 1 to 64."""
+    return 1 <= signum <= 64
+
+
 def kill_group(pgid, sig):
     """Send ``sig`` to a whole process group; False if no process of it is left."""
     try:
