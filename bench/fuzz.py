@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hostlink import protocol as p  # noqa: E402
+from hostlink.wire import protocol as p  # noqa: E402
 
 SEEDS = [p.encode(p.Auth("token", "c")), p.encode(p.Exec(command="ls", env=(("A", "1"),))),
          p.encode(p.Exec(argv=("a", "b"), mode="fds")), p.encode(p.Stdin(b"data")),

@@ -58,7 +58,7 @@ SYSTEM_PY = "/usr/bin/python3"
 LOAD = """\
 import array, json, selectors, socket, sys, time
 sys.path.insert(0, "/bench/hostlink")
-from hostlink import protocol as p
+from hostlink.wire import protocol as p
 PATH, N = %r, %d
 FDS = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]).tobytes())]
 
@@ -352,7 +352,7 @@ class Bench:
 
     def tcp(self):
         """Relayed latency and throughput over TCP with TLS on loopback (from the host)."""
-        from hostlink import tls
+        from hostlink.daemon import tls
         port = 19000 + os.getpid() % 1000
         proc, _ = self.daemon("tcp", tcp_port=port)
         for _ in range(100):

@@ -1,5 +1,5 @@
 import sys
 
-from hostlink.cli import main
+from hostlink.client.main import main
 
 sys.exit(main())

@@ -1,10 +1,10 @@
-"""Build the client as one executable file: a zipapp of the package's own client modules.
+"""Build the client as one executable file: a zipapp of ``hostlink/client/`` and the floor
+(``hostlink/wire/``) it stands on, behind the /bin/sh header of wire/launcher.py.
 
-The file starts with a two-line /bin/sh header that runs ``python3 -I -S`` on itself: -I keeps
-the user's PYTHON* variables and site-packages out, -S skips ``site`` (several ms of start-up).
-``HOSTLINK_PYTHON`` names another interpreter. ``python3 FILE`` works too (``__main__.py``).
-Compiled bytecode for the building interpreter sits beside each source; another Python version
-falls back to the source.
+What goes in is decided by the folders, not by a list: every module of those two packages, and
+the package's own ``__init__``. No daemon module is ever in it (tests/unit/test_layout.py).
+``python3 FILE`` works too (``__main__.py``). Compiled bytecode for the building interpreter sits
+beside each source; another Python version falls back to the source.
 """
 
 import io
@@ -14,39 +14,41 @@ import sys
 import tempfile
 import zipfile
 
-CLIENT_MODULES = ("__init__", "cli", "client", "protocol", "errors", "targets", "doctor", "fanout",
-                  "legacy", "shims", "transfer", "xfer", "commands")
-# Imports the client straight from the archive: running the archive as a script would go through
-# runpy, whose imports (importlib.util, contextlib, collections) cost more than the client itself.
-BOOTSTRAP = ("import sys;sys.path.insert(0,sys.argv[1]);del sys.argv[0];"
-             "from hostlink.cli import main;sys.exit(main())")
-HEADER = ('#!/bin/sh\nexec "${HOSTLINK_PYTHON:-python3}" -I -S -c \'%s\' "$0" "$@"\n'
-          % BOOTSTRAP).encode()
-MAIN = b"import sys\nfrom hostlink.cli import main\nsys.exit(main())\n"
+from .wire.launcher import ENTRY, HEADER
+
+PACKAGES = ("client", "wire")
+MAIN = ("import sys\nfrom %s import main\nsys.exit(main())\n" % ENTRY).encode()
+
+
+def modules():
+    """The archive names of the client's modules, e.g. ``hostlink/client/main.py``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = ["hostlink/__init__.py"]
+    for package in PACKAGES:
+        for name in sorted(os.listdir(os.path.join(here, package))):
+            if name.endswith(".py"):
+                names.append("hostlink/%s/%s" % (package, name))
+    return names
 
 
 def build(dest):
     """Write the client zipapp to ``dest`` (mode 0755) and return its path."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         _add(zf, "__main__.py", MAIN)
-        for name in CLIENT_MODULES:
-            with open(os.path.join(here, name + ".py"), "rb") as f:
+        for name in modules():
+            with open(os.path.join(root, name), "rb") as f:
                 source = f.read()
-            _add(zf, "hostlink/%s.py" % name, source)
-            _add(zf, "hostlink/" + _pyc_name(name), _compile(source, "hostlink/%s.py" % name))
+            _add(zf, name, source)
+            # zipimport looks for NAME.pyc beside NAME.py (not __pycache__), checked by magic number.
+            _add(zf, name[:-3] + ".pyc", _compile(source, name))
     tmp = dest + ".tmp"
     with open(tmp, "wb") as f:
         f.write(HEADER + buf.getvalue())
     os.chmod(tmp, 0o755)
     os.replace(tmp, dest)
     return dest
-
-
-def _pyc_name(name):
-    # zipimport looks for NAME.pyc beside NAME.py (not __pycache__), checked by magic number.
-    return name + ".pyc"
 
 
 def _add(zf, name, data):

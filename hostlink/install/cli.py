@@ -142,7 +142,7 @@ def show_target(
     address: Optional[str] = typer.Option(None, help="address clients use (default: tcp_bind)"),
 ):
     """Print the targets.conf section a remote client needs, with the certificate's fingerprint."""
-    from .. import config, tls
+    from ..daemon import config, tls
     layout = host.Layout(host.Options(root=root))
     try:
         cfg = config.load(layout.conf)
@@ -167,8 +167,9 @@ def doctor(
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
 ):
     """Check the configuration, the socket and the daemon on this host, each with its fix."""
-    from .. import config, doctor as doc
-    from ..client import Endpoint
+    from ..client import doctor as doc
+    from ..client.session import Endpoint
+    from ..daemon import config
     layout = host.Layout(host.Options(root=root, socket_dir=socket_dir))
     ok = True
     try:

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from .. import config as hl_config, zipapp
+from .. import zipapp
+from ..daemon import config as hl_config
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
@@ -351,7 +352,7 @@ def install(opts):
         else:
             report.append("unchanged %s" % ch.path)
     if opts.tcp and not os.path.exists(layout.tls_cert):
-        from .. import tls
+        from ..daemon import tls
         tls.generate(layout.tls_cert, layout.tls_key, opts.node_name or _socket.gethostname())
         report.append("made a TLS key and certificate: %s (show-target prints its fingerprint)"
                       % layout.tls_cert)

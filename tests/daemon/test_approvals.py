@@ -24,7 +24,7 @@ def d(make_daemon, tmp_path):
 
 
 def approve(d, *args):
-    return subprocess.run([sys.executable, "-m", "hostlink.approve", "--socket",
+    return subprocess.run([sys.executable, "-m", "hostlink.daemon.admin_client", "--socket",
                            str(d.base / "admin" / "admin.sock"), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
 
@@ -103,7 +103,7 @@ def test_always_refused_for_a_changeable_script(d, tmp_path):
 
 
 def test_watch_json_shows_new_requests_and_notify_env(d, tmp_path):
-    watch = subprocess.Popen([sys.executable, "-m", "hostlink.approve", "--socket",
+    watch = subprocess.Popen([sys.executable, "-m", "hostlink.daemon.admin_client", "--socket",
                               str(d.base / "admin" / "admin.sock"), "list", "--watch", "--json"],
                              stdout=subprocess.PIPE, cwd=ROOT, text=True)
     time.sleep(0.5)

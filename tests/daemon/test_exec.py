@@ -169,7 +169,7 @@ def test_stdout_and_stderr_at_once_to_a_slow_reader(daemon, tmp_path):
 def test_a_client_that_waits_for_ok_gets_it(daemon):
     # Our client sends its request with the token and gets Ok with the answer; a client that
     # sends the token alone and waits must not wait for nothing.
-    from hostlink import protocol as p
+    from hostlink.wire import protocol as p
     conn = p.Connection(p.CLIENT)
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)

@@ -127,7 +127,7 @@ def test_client_token_file_must_be_private(make_daemon, tmp_path):
 
 def test_only_its_own_client_may_signal_a_command(d, tmp_path):
     import socket
-    from hostlink import protocol as p
+    from hostlink.wire import protocol as p
     pidfile = tmp_path / "pid"
     proc = d.popen("exec", "echo $$ > %s; sleep 30" % pidfile)
     other = "ops-token-0123456789abcdef"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hostlink import tls
+from hostlink.daemon import tls
 from tests.conftest import ROOT
 
 

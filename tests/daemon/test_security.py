@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from hostlink import protocol as p
+from hostlink.wire import protocol as p
 from tests.conftest import wait_for
 
 

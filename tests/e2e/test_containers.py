@@ -218,7 +218,7 @@ def test_approval_given_on_host_while_container_waits(host, agent):
             ["sh", "-c", "hostlink -k %s exec --argv touch %s > /tmp/approval.out 2>&1; echo rc=$? >> "
                          "/tmp/approval.out" % (token, made)], detach=True)
         admin = str(host.root / "run/hostlink-admin/admin.sock")
-        approve = [sys.executable, "-m", "hostlink.approve", "--socket", admin]
+        approve = [sys.executable, "-m", "hostlink.daemon.admin_client", "--socket", admin]
 
         def pending():
             out = subprocess.run(approve + ["list", "--json"], capture_output=True, text=True, cwd=ROOT).stdout

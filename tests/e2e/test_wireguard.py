@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from hostlink import tls
+from hostlink.daemon import tls
 from tests.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,10 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hostlink import cli, zipapp
-from hostlink.errors import UsageError
+from hostlink import zipapp
+from hostlink.client import main as cli
+from hostlink.client.errors import UsageError
+from hostlink.wire import launcher
 
 
 def parse(*args):
@@ -39,7 +41,8 @@ def test_bad_options(args):
 
 
 def test_client_modules_run_on_python_38():
-    paths = [os.path.join(os.path.dirname(cli.__file__), m + ".py") for m in zipapp.CLIENT_MODULES]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(cli.__file__)))
+    paths = [os.path.join(root, m) for m in zipapp.modules()]
     r = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips", "--violations", "-t=3.8-",
                         *paths], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -50,10 +53,10 @@ def test_client_imports_stay_light(client_app, args):
     # The hot path must not pull in modules that cost milliseconds at start (bench/ has figures).
     env = {"PATH": os.environ["PATH"], "HOSTLINK_SOCKET": "/nonexistent.sock", "HOSTLINK_TOKEN": "x"}
     # Exactly what the file's own header runs, plus -X importtime.
-    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", zipapp.BOOTSTRAP,
+    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", launcher.BOOTSTRAP,
                         client_app, *args], capture_output=True, text=True, env=env)
     loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
-    assert "hostlink.cli" in loaded
+    assert "hostlink.client.main" in loaded
     heavy = {"re", "json", "socket", "enum", "argparse", "getopt", "gettext", "selectors"}
     if args == ["--version"]:
         heavy.add("os")  # -S leaves os unloaded; the client uses posix (the exec case fails and explains)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hostlink import config
+from hostlink.daemon import config
 
 FIRST_HOSTLINK_CONF = """\
 # /etc/hostlink/hostlink.conf, written from the first hostlink's documented format

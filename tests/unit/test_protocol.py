@@ -5,7 +5,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hostlink import protocol as p
+from hostlink.wire import protocol as p
 
 
 def server_after_auth():

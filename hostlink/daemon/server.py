@@ -16,7 +16,9 @@ import struct
 import sys
 import time
 
-from . import __version__, config, legacy, policy, protocol as p, running, spawn, tls
+from .. import __version__
+from ..wire import hlnk as hlnk_wire, protocol as p
+from . import config, hlnk, policy, running, spawn, tls
 from .approvals import Approvals, describe, signature
 from .jobs import Jobs
 from .audit import AuditLog, peer_container
@@ -25,7 +27,7 @@ from .channel import Channel, TooManyFds, close_all, within
 log = logging.getLogger("hostlinkd")
 
 _PEERCRED = struct.Struct("3i")
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Failed tokens from one peer (uid, or IP for TCP) before answers slow down, and the longest delay:
 # guessing a 256-bit token is hopeless anyway; the delay keeps a loop from burning CPU and log.
 AUTH_FREE_FAILURES = 3
@@ -209,8 +211,8 @@ class Server:
                 return
             if event is None:
                 return
-            if event is legacy.HLNK:
-                record = await legacy.serve(self, chan, peer)
+            if event is hlnk.HLNK:
+                record = await hlnk.serve(self, chan, peer)
                 return
             client = self._client_for(event.token)
             if client is None:
@@ -286,14 +288,14 @@ class Server:
 
     async def _open(self, chan, conn, fds):
         """Tell the protocol from the first bytes (HLK2, the first hostlink's HLNK, or TLS), do the
-        TLS handshake where there is one, and return the first event (or legacy.HLNK)."""
+        TLS handshake where there is one, and return the first event (or hlnk.HLNK)."""
         head = await chan.peek(4)
         tcp = chan.sock.family != socket.AF_UNIX
-        if head == legacy.MAGIC:
+        if head == hlnk_wire.MAGIC:
             if tcp and self.cfg.tls == "required":
                 raise p.ProtocolError("this daemon requires TLS (tls = required); the first "
                                       "hostlink's clients cannot speak it")
-            return legacy.HLNK
+            return hlnk.HLNK
         if tcp and head[:1] == b"\x16":
             if self.tls_context is None:
                 raise p.ProtocolError("TLS is off on this daemon (tls = off)")
@@ -471,7 +473,7 @@ def _transfer_request(cfg, client, req):
                                    % (client.name, path, " ".join(client.cwd_allow)))
     fields = {n: getattr(req, n) for n in req.__slots__}
     # -S: no site (PYTHONPATH names the package), as for job runners: 30 ms less a transfer.
-    fields.update(argv=(sys.executable, "-S", "-m", "hostlink.xfer", req.xfer) + tuple(req.argv),
+    fields.update(argv=(sys.executable, "-S", "-m", "hostlink.daemon.transfer_helper", req.xfer) + tuple(req.argv),
                   command=None, env=(("PYTHONPATH", _PKG_PARENT),), xfer="")
     return p.Exec(**fields)
 

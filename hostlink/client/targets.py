@@ -7,7 +7,7 @@ or ``address`` and ``port`` (default 9876), ``token`` or ``token_file``, and ``t
 
 import os
 
-from .client import Endpoint
+from .session import Endpoint
 from .errors import UsageError
 
 SYSTEM_FILE = "/etc/hostlink/targets.conf"

@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 
-from . import __version__, config, spawn, tls
+from .. import __version__
+from . import config, spawn, tls
 from .server import Server
 
 log = logging.getLogger("hostlinkd")

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import time
 
-from . import protocol as p
+from ..wire import protocol as p
 from .jobrunner import read_json
 from .spawn import SpawnError, kill_group
 
 FINAL = ("exited", "timeout", "cancelled", "failed", "lost")
 POLL = 0.05  # how often a follower looks for new output: well under a human's notice
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _alive(pid, ident):
@@ -60,7 +60,7 @@ class Jobs:
         try:
             # -S: no site, whose .pth files can cost more than the runner itself (PYTHONPATH
             # names the package); 100 jobs at once start about a third faster (bench/).
-            proc = subprocess.Popen([sys.executable, "-S", "-m", "hostlink.jobrunner", d], env=env,
+            proc = subprocess.Popen([sys.executable, "-S", "-m", "hostlink.daemon.jobrunner", d], env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(d, "runner.log"), "wb"), cwd="/",
                                     start_new_session=True, close_fds=True)

@@ -1,7 +1,7 @@
 """File transfers as tar streams, packed on one side and unpacked safely on the other.
 
-The same code runs in the client (``hostlink cp``, ``put``, ``get``) and on the host, where
-hostlinkd starts ``python3 -m hostlink.xfer send|receive|df`` as the client's user. Unpacking
+The same code runs in the client (``hostlink cp``, ``put``, ``get``) and on the host, in the
+helper hostlinkd starts as the client's user (daemon/transfer_helper.py). Unpacking
 never writes outside its destination: every path component is opened relative to the directory
 above it with O_NOFOLLOW, names that are absolute or hold ``..`` refuse the whole stream, and
 each file is written under a temporary name beside its destination and renamed into place only
@@ -10,7 +10,6 @@ when complete, so an interrupted transfer leaves no partial file under a real na
 
 import os
 import stat
-import sys
 
 # tarfile, fnmatch and hashlib are imported where they are used: together they cost more than
 # 20 ms (re, enum), and a single file, a stat or df needs none of them (bench/).
@@ -55,7 +54,7 @@ def pack(src, out, excludes=(), verify=False):
             info.uname = info.gname = ""
             if info.isreg():
                 if verify:
-                    info.pax_headers[PAX_SHA] = _sha256_fd_path(path)
+                    info.pax_headers[PAX_SHA] = sha256_path(path)
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
                 files += 1
@@ -314,7 +313,7 @@ def receive_file(dest, name, mode, mtime, want_sha):
         raise TransferError("refused the file name %r" % name)
     def fill(fd):
         copy_fd(0, fd)
-        digest = _sha256_fd(fd) if want_sha else ""
+        digest = sha256_fd(fd) if want_sha else ""
         if digest != want_sha:
             raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
                                 % (final, digest, want_sha))
@@ -326,15 +325,15 @@ def receive_file(dest, name, mode, mtime, want_sha):
         os.close(dfd)
 
 
-def _sha256_fd_path(path):
+def sha256_path(path):
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        return _sha256_fd(fd)
+        return sha256_fd(fd)
     finally:
         os.close(fd)
 
 
-def _sha256_fd(fd):
+def sha256_fd(fd):
     import hashlib
     h = hashlib.sha256()
     offset = 0
@@ -344,72 +343,3 @@ def _sha256_fd(fd):
             return h.hexdigest()
         h.update(block)
         offset += len(block)
-
-
-def main(argv):
-    """Host side: ``send SRC [--exclude G]... [--verify]``, ``receive DEST [--verify] [--size N]``,
-    ``df PATH``. Errors are one line on stderr and exit 1."""
-    import signal
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        # A hang-up or timeout must unwind through the cleanups: no partial file stays behind.
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        action, path, rest = argv[0], argv[1], argv[2:]
-        excludes = [rest[i + 1] for i, a in enumerate(rest) if a == "--exclude"]
-        verify = "--verify" in rest
-        if action == "send":
-            if not os.path.lexists(path):
-                raise TransferError("%s does not exist" % path)
-            if "--raw" in rest:  # one regular file into the descriptor the client passed as stdout
-                src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                try:
-                    copy_fd(src, 1)
-                finally:
-                    os.close(src)
-            else:
-                pack(path, sys.stdout.buffer, excludes, verify)
-        elif action == "stat":
-            st = os.lstat(path)
-            kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-            digest = _sha256_fd_path(path) if kind == "file" and verify else "-"
-            # Anything else reports what a transfer of it would write, for the space check.
-            size = st.st_size if kind == "file" else total_size(path, excludes)
-            sys.stdout.write("%s %o %d %d %s\n" % (kind, st.st_mode & 0o7777, int(st.st_mtime),
-                                                   size, digest))
-        elif action == "receive":
-            if "--size" in rest:
-                need = int(rest[rest.index("--size") + 1])
-                free, where = free_bytes(path)
-                if need > free:
-                    raise TransferError("%d bytes do not fit in %s (%d free)" % (need, where, free))
-            manifest = sys.stdout.buffer if verify else None
-            if "--mkdir" in rest:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            if "--file" in rest:  # one regular file, its own descriptor passed: no tar, no copy in user space
-                opt = lambda key: rest[rest.index(key) + 1]  # noqa: E731
-                sha = opt("--sha256") if "--sha256" in rest else ""
-                done, digest = receive_file(path, opt("--file"), int(opt("--file-mode"), 8),
-                                            int(opt("--mtime")), sha)
-                files, size = 1, os.path.getsize(done)
-                if manifest is not None:
-                    manifest.write(manifest_line(digest, opt("--file")))
-                path = done
-            else:
-                files, size = Unpacker(path, verify, manifest).run(sys.stdin.buffer)
-            if "--mode" in rest and os.path.isfile(path) and not os.path.islink(path):
-                os.chmod(path, int(rest[rest.index("--mode") + 1], 8))
-            sys.stderr.write(summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
-        elif action == "df":
-            free, where = free_bytes(path)
-            st = os.statvfs(where)
-            sys.stdout.write("%s %d %d\n" % (where, free, st.f_blocks * st.f_frsize))
-        else:
-            raise TransferError("unknown action %r" % action)
-    except (TransferError, OSError, IndexError, ValueError) as exc:
-        sys.stderr.write("hostlink transfer: %s\n" % exc)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

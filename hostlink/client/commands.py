@@ -5,7 +5,7 @@ when one of them is used, so ``hostlink exec`` starts without loading it."""
 import os
 import sys
 
-from .cli import (_connect_timeout, _dumps, _int, _json_result, _need_token, _new_id,
+from .main import (_connect_timeout, _dumps, _int, _json_result, _need_token, _new_id,
                   _print_json, _replace, _say, endpoint, ping)
 from .errors import HostlinkError, UsageError
 
@@ -58,14 +58,15 @@ def _fanout(opts, environ, names, req):
     return code
 
 
-def _legacy_exec(opts, ep, req, legacy):
+def _legacy_exec(opts, ep, req):
     """Run on a first-hostlink daemon (protocol = hlnk): its JSON answer, our exit codes."""
     from .errors import HostlinkError, TimedOut
     _need_token(ep)
     obj = {"version": 1, "type": "exec", "id": _new_id(), "token": ep.token,
            "command": req.command if req.command is not None else " ".join(req.argv),
            "timeout_ms": req.timeout_ms, "env": dict(req.env), "workdir": req.cwd or "/"}
-    resp = legacy.request(ep, obj, _connect_timeout(opts))
+    from . import hlnk
+    resp = hlnk.request(ep, obj, _connect_timeout(opts))
     if opts.json:
         _print_json(resp)
         opts.printed = True
@@ -84,7 +85,7 @@ def _legacy_exec(opts, ep, req, legacy):
 
 def _detach(opts, ep, req):
     """exec -D: the job id alone on stdout (for id=$(hostlink exec -D ...)), a line for people on stderr."""
-    from .client import Session
+    from .session import Session
     _need_token(ep)
     session = Session(ep, _connect_timeout(opts))
     try:
@@ -103,8 +104,8 @@ def _detach(opts, ep, req):
 
 def cmd_job(opts, words, environ):
     """hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID"""
-    from .client import Session, raise_for
-    from .protocol import JobRequest
+    from .session import Session, raise_for
+    from ..wire.protocol import JobRequest
     if not words or words[0] not in ("list", "status", "tail", "wait", "cancel", "rm"):
         raise UsageError("usage: hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | "
                          "cancel ID [--kill] | rm ID")
@@ -202,7 +203,7 @@ class _Output:
         if self.capture:
             self.kept[fd] += chunk
         else:
-            from .client import _write_all
+            from .session import _write_all
             _write_all(fd, chunk)
 
     def finish(self, result, json_out):
@@ -268,7 +269,7 @@ def _ping_all(rows, opts, environ):
     def one(row):
         try:
             if row["name"] == "(local)":
-                from .client import Endpoint
+                from .session import Endpoint
                 ep = Endpoint(name="(local)", socket=row["where"])
             else:
                 ep = targets.find(row["name"], opts.targets_file, environ)
@@ -373,8 +374,8 @@ def _transfer_args(words, extra=None):
 
 def _transfer(opts, environ, direction, remote_target, local, remote, excludes, verify, extra=()):
     from . import transfer
-    from .client import Session, raise_for
-    from .protocol import Exec
+    from .session import Session, raise_for
+    from ..wire.protocol import Exec
     if remote_target and remote_target != "host":
         opts.target = remote_target
     ep = endpoint(opts, environ)
@@ -447,8 +448,8 @@ def cmd_cp(opts, words, environ):
 
 def _tar_stream(opts, environ, target, path, action, excludes):
     """cp with '-': the tar stream itself on our stdin or stdout."""
-    from .client import Session, raise_for
-    from .protocol import Exec
+    from .session import Session, raise_for
+    from ..wire.protocol import Exec
     if target != "host":
         opts.target = target
     ep = endpoint(opts, environ)
@@ -464,8 +465,8 @@ def _tar_stream(opts, environ, target, path, action, excludes):
 
 
 def cmd_df(opts, words, environ):
-    from .client import Session
-    from .protocol import Exec
+    from .session import Session
+    from ..wire.protocol import Exec
     if len(words) != 1:
         raise UsageError("df takes one path on the host")
     ep = endpoint(opts, environ)

@@ -20,7 +20,7 @@ class Finding:
 
 def check(ep):
     """Findings for the endpoint ``ep`` (a Unix socket target); stops at the first failure."""
-    from .client import Session
+    from .session import Session
     from .errors import HostlinkError
     out = []
     path = ep.socket

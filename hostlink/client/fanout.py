@@ -35,7 +35,7 @@ class _Lines:
 def run(runs, connect_timeout_ms, json_out, to_json, say):
     """Run each (endpoint, request) of ``runs`` at once; returns the worst exit code (per the
     seed's codes)."""
-    from .client import Session, raise_for
+    from .session import Session, raise_for
     from .errors import HostlinkError
     lock = threading.Lock()
     codes = {}

@@ -1,6 +1,6 @@
 """The client side of ``hostlink cp``, ``put``, ``get`` and ``df``: a tar stream through a pipe.
 
-Over a Unix socket one end of a local pipe is passed to the host-side helper (xfer.py), so the
+Over a Unix socket one end of a local pipe is passed to the host-side helper (daemon/transfer_helper.py), so the
 bytes move at pipe speed; over TCP the same pipe is relayed. Packing or unpacking runs in a
 thread beside the request.
 """
@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 
-from . import xfer
+from ..wire import tarstream
 from .errors import HostlinkError, RemoteFailed, UsageError
 
 
@@ -40,12 +40,12 @@ def put(session, req_factory, local, remote, excludes, verify, fds_mode, extra=(
         raise UsageError("%s does not exist here" % local)
     if fds_mode and os.path.isfile(local) and not os.path.islink(local):
         return _put_file(session, req_factory, local, remote, verify, extra)
-    args = ((remote, "--size", str(xfer.total_size(local, excludes))) + (("--verify",) if verify else ())
+    args = ((remote, "--size", str(tarstream.total_size(local, excludes))) + (("--verify",) if verify else ())
             + tuple(extra))
     req = req_factory("receive", args)
     r, w = os.pipe()
     out = os.fdopen(w, "wb")
-    t, box = _pump_thread(lambda: (xfer.pack(local, out, excludes, verify), out.close()))
+    t, box = _pump_thread(lambda: (tarstream.pack(local, out, excludes, verify), out.close()))
     try:
         if fds_mode:
             result = session.exec(req, stdio=(r, 1, 2))
@@ -68,7 +68,7 @@ def _put_file(session, req_factory, local, remote, verify, extra):
         args = (remote, "--size", str(st.st_size), "--file", os.path.basename(local.rstrip("/")),
                 "--file-mode", "%o" % (st.st_mode & 0o7777), "--mtime", str(int(st.st_mtime)))
         if verify:
-            args += ("--verify", "--sha256", xfer._sha256_fd(fd))
+            args += ("--verify", "--sha256", tarstream.sha256_fd(fd))
         return session.exec(req_factory("receive", args + tuple(extra)), stdio=(fd, 1, 2))
     finally:
         os.close(fd)
@@ -92,7 +92,7 @@ def remote_stat(new_session, req_factory, remote, verify, excludes=()):
 
 def check_space(local, need):
     """UsageError when ``need`` bytes do not fit where ``local`` would be written."""
-    free, where = xfer.free_bytes(local)
+    free, where = tarstream.free_bytes(local)
     if need > free:
         raise UsageError("%d bytes do not fit in %s (%d free); nothing was fetched" % (need, where, free))
 
@@ -107,19 +107,19 @@ def get_file(session, req_factory, remote, local, info, verify):
         result = session.exec(req_factory("send", (remote, "--raw")), stdio=(0, fd, 2))
         if result.returncode != 0:
             raise _HostFailed(result)  # the temporary file goes; the host said why
-        if verify and xfer._sha256_fd(fd) != digest:
+        if verify and tarstream.sha256_fd(fd) != digest:
             raise HostlinkError("%s: sha256 differs after the transfer" % target)
         return result
     dfd = os.open(os.path.dirname(os.path.abspath(target)), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        result = xfer.write_beside(dfd, os.path.basename(target), fill, mode, mtime)
+        result = tarstream.write_beside(dfd, os.path.basename(target), fill, mode, mtime)
     except _HostFailed as failed:
         return failed.result
     finally:
         os.close(dfd)
     if verify:
-        sys.stdout.buffer.write(xfer.manifest_line(digest, os.path.basename(target)))
-    sys.stderr.write(xfer.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
+        sys.stdout.buffer.write(tarstream.manifest_line(digest, os.path.basename(target)))
+    sys.stderr.write(tarstream.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
     return result
 
 
@@ -136,8 +136,8 @@ def get(session, req_factory, remote, local, excludes, verify, fds_mode):
     r, w = os.pipe()
     manifest = sys.stdout.buffer if verify else None
     try:
-        unpacker = xfer.Unpacker(local, verify, manifest)
-    except (xfer.TransferError, OSError) as exc:
+        unpacker = tarstream.Unpacker(local, verify, manifest)
+    except (tarstream.TransferError, OSError) as exc:
         os.close(r)
         os.close(w)
         raise UsageError("cannot write %s: %s" % (local, exc))
@@ -159,5 +159,5 @@ def get(session, req_factory, remote, local, excludes, verify, fds_mode):
         raise HostlinkError("writing %s: %s" % (local, box["error"]))
     if result.returncode == 0:
         files, size = box["result"]
-        sys.stderr.write(xfer.summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
+        sys.stderr.write(tarstream.summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
     return result

@@ -132,7 +132,7 @@ def check(cfg, client, request, cwd):
 
 
 def _is_hostlink_client(path):
-    from .zipapp import HEADER
+    from ..wire.launcher import HEADER
     try:
         with open(path, "rb") as f:
             return f.read(len(HEADER)) == HEADER

@@ -13,7 +13,8 @@ import struct
 import termios
 import time
 
-from . import protocol as p, spawn
+from ..wire import protocol as p
+from . import spawn
 from .channel import MAX_FDS, TooManyFds, wait_readable, wait_writable, within
 
 log = logging.getLogger("hostlinkd")

@@ -12,7 +12,7 @@ import _signal
 import _socket
 from _struct import pack as _pack  # struct would be one more module to import
 
-from . import protocol as p
+from ..wire import protocol as p
 from .errors import FROM_DAEMON, ConnectFailed, HostlinkError, TimedOut
 
 RECV_SIZE = 1 << 20

@@ -9,7 +9,7 @@ timeout, 125 when hostlink itself failed.
 import posix  # os without its path and collections modules: 1.6 ms less at every start
 import sys
 
-from . import __version__
+from .. import __version__
 from .errors import HostlinkError, UsageError
 
 DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
@@ -174,7 +174,7 @@ def _int(value, name, low=0):
 
 def endpoint(opts, environ):
     """The Endpoint the options and environment name; UsageError for an unknown target."""
-    from .client import Endpoint
+    from .session import Endpoint
     token = opts.token if opts.token is not None else environ.get("HOSTLINK_TOKEN")
     if opts.socket:
         ep = Endpoint(socket=opts.socket)
@@ -196,7 +196,7 @@ def endpoint(opts, environ):
 
 
 def _request(opts, words, environ):
-    from .protocol import Exec
+    from ..wire.protocol import Exec
     env = []
     for item in opts.env:
         name, sep, value = item.partition("=")
@@ -224,16 +224,15 @@ def _request(opts, words, environ):
 
 
 def cmd_exec(opts, words, environ):
-    from .client import Session, check_timeout, raise_for
+    from .session import Session, check_timeout, raise_for
     req = _request(opts, words, environ)
     if opts.all or "," in (opts.target or environ.get("HOSTLINK_TARGET") or ""):
         from .commands import _fanout, _fanout_names
         return _fanout(opts, environ, _fanout_names(opts, environ), req)
     ep = endpoint(opts, environ)
     if ep.protocol == "hlnk":
-        from . import legacy
         from .commands import _legacy_exec
-        return _legacy_exec(opts, ep, req, legacy)
+        return _legacy_exec(opts, ep, req)
     timeout = _int(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
     if opts.detach:
         from .commands import _detach
@@ -293,14 +292,14 @@ def ping(ep, connect_timeout_ms):
     """(node, uptime_s) of the daemon at ``ep``; raises HostlinkError."""
     _need_token(ep)
     if ep.protocol == "hlnk":
-        from . import legacy
-        resp = legacy.request(ep, {"version": 1, "type": "ping", "id": _new_id(), "token": ep.token},
+        from . import hlnk
+        resp = hlnk.request(ep, {"version": 1, "type": "ping", "id": _new_id(), "token": ep.token},
                               connect_timeout_ms)
         if resp.get("status") != "ok":
             from .errors import AuthFailed
             raise AuthFailed(resp.get("error_msg") or resp.get("status"))
         return resp.get("node", ""), resp.get("uptime_s", 0)
-    from .client import Session
+    from .session import Session
     session = Session(ep, connect_timeout_ms)
     try:
         r = session.ping()
@@ -403,7 +402,7 @@ def _print_json(obj):
 
 
 def _warnings():
-    targets = sys.modules.get("hostlink.targets")
+    targets = sys.modules.get("hostlink.client.targets")
     for line in targets.warnings if targets else ():
         _say(line)
     if targets:

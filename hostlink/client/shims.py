@@ -4,7 +4,7 @@ directory mean the same place on both sides."""
 
 import os
 
-from .cli import CLIENT_NAMES
+from .main import CLIENT_NAMES
 from .errors import UsageError
 
 

@@ -1,63 +1,14 @@
-"""The first hostlink's wire format (HLNK frames), so its ``hostlink-cli`` binaries keep working.
-
-A frame is ``"HLNK" | length (u32, big endian) | JSON``. hostlinkd tells these connections apart
-by their first four bytes and answers ``exec`` and ``ping`` with the first hostlink's response
-shapes and status values (references/protocol.md, "HLNK compatibility"). The command runs through
-the daemon's own exec path (policy, limits, audit), captured instead of streamed. The client
-side (``protocol = hlnk`` targets) uses ``request`` below.
+"""The daemon's side of the first hostlink's protocol (HLNK): one request per connection, answered
+with its response shapes and status values (references/protocol.md, "HLNK compatibility"). The
+command runs through the daemon's own exec path (policy, limits, audit), captured, not streamed.
 """
 
-import json
-import struct
 import time
 
-from . import protocol as p
+from ..wire import protocol as p
+from ..wire.hlnk import DEFAULT_OUTPUT_CAP, MAX_REQUEST, Reader, encode
 
-MAGIC = b"HLNK"
 HLNK = object()  # what Server._open returns for such a connection
-_HEADER = struct.Struct(">4sI")
-# Requests are small; a response may carry a whole output (the first hostlink's cap is 128 MiB).
-MAX_REQUEST = 1 << 20
-MAX_RESPONSE = 128 << 20
-# Output kept for one response when the request names no limit: what the first hostlink allows
-# at most (64 MiB), so its clients never get more than they can take.
-DEFAULT_OUTPUT_CAP = 64 << 20
-
-
-def encode(obj):
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape")
-    return _HEADER.pack(MAGIC, len(data)) + data
-
-
-class Reader:
-    """Sans-IO reader of HLNK frames: feed(bytes), then next() -> dict, or None for more data."""
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.buf = bytearray()
-
-    def feed(self, data):
-        self.buf += data
-
-    def next(self):
-        if len(self.buf) < 8:
-            return None
-        magic, length = _HEADER.unpack_from(self.buf)
-        if magic != MAGIC:
-            raise p.ProtocolError("bad HLNK magic")
-        if length > self.limit:
-            raise p.ProtocolError("HLNK frame of %d bytes is over the limit of %d" % (length, self.limit))
-        if len(self.buf) < 8 + length:
-            return None
-        payload = bytes(self.buf[8:8 + length])
-        del self.buf[:8 + length]
-        try:
-            obj = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise p.ProtocolError("HLNK payload is not JSON") from None
-        if not isinstance(obj, dict):
-            raise p.ProtocolError("HLNK payload is not a JSON object")
-        return obj
 
 
 class _Collector:
@@ -183,27 +134,3 @@ async def serve(server, chan, peer):
         resp["error_msg"] = "command timed out after %d ms" % (timeout or server.cfg.default_timeout_ms)
     await chan.send(encode(resp))
     return record
-
-
-def request(ep, obj, connect_timeout_ms):
-    """Send one HLNK request to the daemon at ``ep`` and return its JSON answer (client side)."""
-    from .client import connect
-    from .errors import ConnectFailed
-    sock = connect(ep, connect_timeout_ms)
-    try:
-        sock.sendall(encode(obj))
-        reader = Reader(MAX_RESPONSE)
-        while True:
-            data = sock.recv(1 << 20)
-            if not data:
-                raise ConnectFailed("%s closed the connection without an answer" % ep.where)
-            reader.feed(data)
-            resp = reader.next()
-            if resp is not None:
-                return resp
-    except OSError as exc:
-        raise ConnectFailed("lost %s: %s" % (ep.where, exc.strerror or exc)) from None
-    except p.ProtocolError as exc:
-        raise ConnectFailed("%s answered something that is not an HLNK frame: %s" % (ep.where, exc)) from None
-    finally:
-        sock.close()
