@@ -6,7 +6,6 @@ client speaks them to a first-hostlink daemon (client/hlnk.py, ``protocol = hlnk
 
 import json
 import struct
-import time
 
 from . import protocol as p
 
@@ -40,9 +39,9 @@ class Reader:
             return None
         magic, length = _HEADER.unpack_from(self.buf)
         if magic != MAGIC:
-            raise p.ProtocolError("bad HLNK magic")
+            raise p.RemoteProtocolError("bad HLNK magic")
         if length > self.limit:
-            raise p.ProtocolError("HLNK frame of %d bytes is over the limit of %d" % (length, self.limit))
+            raise p.RemoteProtocolError("HLNK frame of %d bytes is over the limit of %d" % (length, self.limit))
         if len(self.buf) < 8 + length:
             return None
         payload = bytes(self.buf[8:8 + length])
@@ -50,7 +49,7 @@ class Reader:
         try:
             obj = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise p.ProtocolError("HLNK payload is not JSON") from None
+            raise p.RemoteProtocolError("HLNK payload is not JSON") from None
         if not isinstance(obj, dict):
-            raise p.ProtocolError("HLNK payload is not a JSON object")
+            raise p.RemoteProtocolError("HLNK payload is not a JSON object")
         return obj

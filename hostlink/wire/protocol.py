@@ -33,9 +33,15 @@ _U32 = Struct(">I")
 
 
 class ProtocolError(Exception):
-    """The peer broke the protocol; the connection cannot go on."""
+    """The protocol was broken; the connection cannot go on. Catch one of the two below."""
 
-    code = "bad_request"
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol: what it sent is malformed or not allowed now (h11's split)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to send what the protocol does not allow: a bug on our side, not the peer's."""
 
 
 # ---- events -------------------------------------------------------------------------------------
@@ -259,16 +265,16 @@ def encode(event):
 
 def _text(raw, name):
     if len(raw) > MAX_STRING:
-        raise ProtocolError("%s too long: %d bytes (max %d)" % (name, len(raw), MAX_STRING))
+        raise RemoteProtocolError("%s too long: %d bytes (max %d)" % (name, len(raw), MAX_STRING))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError("field %r is not valid UTF-8" % name) from None
+        raise RemoteProtocolError("field %r is not valid UTF-8" % name) from None
 
 
 def _int(raw, name):
     if not raw or len(raw) > 20 or not raw.lstrip(b"-").isdigit():
-        raise ProtocolError("field %r is not an integer" % name)
+        raise RemoteProtocolError("field %r is not an integer" % name)
     return int(raw)
 
 
@@ -282,30 +288,30 @@ def decode_fields(cls, payload):
     while pos < end:
         count += 1
         if count > MAX_FIELDS:
-            raise ProtocolError("more than %d fields in one frame" % MAX_FIELDS)
+            raise RemoteProtocolError("more than %d fields in one frame" % MAX_FIELDS)
         if pos + 1 > end:
-            raise ProtocolError("truncated field")
+            raise RemoteProtocolError("truncated field")
         klen = payload[pos]
         if pos + 1 + klen + 4 > end:
-            raise ProtocolError("truncated field")
+            raise RemoteProtocolError("truncated field")
         key = bytes(view[pos + 1:pos + 1 + klen]).decode("ascii", "replace")
         (vlen,) = _U32.unpack_from(payload, pos + 1 + klen)
         start = pos + 5 + klen
         if start + vlen > end:
-            raise ProtocolError("field %r runs past the end of its frame" % key)
+            raise RemoteProtocolError("field %r runs past the end of its frame" % key)
         raw = bytes(view[start:start + vlen])
         pos = start + vlen
         if key.endswith("[]"):
             base = key[:-2]
             if schema.get(base) not in ("l", "e"):
-                raise ProtocolError("unknown field %r" % key)
+                raise RemoteProtocolError("unknown field %r" % key)
             lists.setdefault(base, []).append(raw)
             continue
         kind = schema.get(key)
         if kind is None:
             continue  # unknown scalar fields are ignored, so later versions can add fields
         if key in values:
-            raise ProtocolError("field %r given twice" % key)
+            raise RemoteProtocolError("field %r given twice" % key)
         values[key] = raw
     kw = {}
     for name, kind in schema.items():
@@ -321,26 +327,26 @@ def decode_fields(cls, payload):
                 text = _nul_free(_text(r, name), name)
                 k, sep, v = text.partition("=")
                 if not sep or not k:
-                    raise ProtocolError("environment entry %r is not NAME=VALUE" % text[:60])
+                    raise RemoteProtocolError("environment entry %r is not NAME=VALUE" % text[:60])
                 pairs.append((k, v))
             kw[name] = tuple(pairs)
         elif raw is None:
             if kind in ("s", "i", "b") and name not in cls._DEFAULTS:
-                raise ProtocolError("%s frame lacks field %r" % (cls.__name__, name))
+                raise RemoteProtocolError("%s frame lacks field %r" % (cls.__name__, name))
         elif kind in ("s", "o"):
             kw[name] = _text(raw, name)
         elif kind == "i":
             kw[name] = _int(raw, name)
         elif kind == "b":
             if raw not in (b"0", b"1"):
-                raise ProtocolError("field %r is not 0 or 1" % name)
+                raise RemoteProtocolError("field %r is not 0 or 1" % name)
             kw[name] = raw == b"1"
     return cls(**kw)
 
 
 def _nul_free(text, name):
     if "\0" in text:
-        raise ProtocolError("field %r holds a NUL byte" % name)
+        raise RemoteProtocolError("field %r holds a NUL byte" % name)
     return text
 
 
@@ -445,10 +451,10 @@ class Connection:
                 if self._eof:
                     return self._closed(avail)
                 if bytes(buf[pos:pos + avail]) != PREFACE[:avail]:
-                    raise ProtocolError("not a hostlink connection (bad preface)")
+                    raise RemoteProtocolError("not a hostlink connection (bad preface)")
                 return NEED_DATA
             if bytes(buf[pos:pos + 4]) != PREFACE:
-                raise ProtocolError("not a hostlink connection (bad preface)")
+                raise RemoteProtocolError("not a hostlink connection (bad preface)")
             self._pos += 4
             self.state = "AUTH"
             return self.next_event()
@@ -457,14 +463,14 @@ class Connection:
         ftype, length = _HEADER.unpack_from(buf, pos)
         cls = _BY_TYPE.get(ftype)
         if cls is None:
-            raise ProtocolError("unknown frame type %d" % ftype)
+            raise RemoteProtocolError("unknown frame type %d" % ftype)
         limit = MAX_FRAME if cls in _DATA else MAX_CONTROL_FRAME
         if length > limit:
-            raise ProtocolError("%s frame of %d bytes is over the limit of %d"
+            raise RemoteProtocolError("%s frame of %d bytes is over the limit of %d"
                                 % (cls.__name__, length, limit))
         table = _RECEIVE[self.role].get(self.state, {})
         if cls not in table:
-            raise ProtocolError("%s frame not allowed now (state %s)" % (cls.__name__, self.state))
+            raise RemoteProtocolError("%s frame not allowed now (state %s)" % (cls.__name__, self.state))
         if avail < 5 + length:
             return self._closed(avail) if self._eof else NEED_DATA
         if cls in _DATA and type(buf) is bytes:
@@ -479,13 +485,13 @@ class Connection:
 
     def _closed(self, avail):
         if avail:
-            raise ProtocolError("connection closed in the middle of a frame")
+            raise RemoteProtocolError("connection closed in the middle of a frame")
         return None
 
     def send_header(self, cls, length):
         """The header of a data frame of ``length`` bytes, for a payload sent without copying."""
         if self._legal(cls) is None:
-            raise ProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
+            raise LocalProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
         return _HEADER.pack(cls.TYPE, length)
 
     def _legal(self, cls):
@@ -500,7 +506,7 @@ class Connection:
         cls = type(event)
         nxt = self._legal(cls)
         if nxt is None:
-            raise ProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
+            raise LocalProtocolError("cannot send %s in state %s" % (cls.__name__, self.state))
         self.state = nxt
         data = encode(event)
         if self.role == CLIENT and cls is Auth:
