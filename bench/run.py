@@ -1,10 +1,12 @@
 """hostlink benchmarks, side by side with the local floor, docker exec and ssh.
 
-    python3 bench/run.py [--quick]
+    python3 bench/run.py [--quick] [--only A,B] [--against DIR]
 
 Starts its own hostlinkd on a temporary socket, an agent container (uid 1000) with the socket
 directory mounted, and an sshd on loopback, then measures each figure as a median over repeated
-runs and writes a markdown table to bench/results/. Needs root and a Docker engine (scripts/test
+runs and writes a markdown table to bench/results/. ``--against DIR`` times another checkout of
+hostlink (``git worktree add DIR REV``) beside this one in the same rounds: its own client
+against its own daemon, for before/after figures of a change (latency and client sections). Needs root and a Docker engine (scripts/test
 sets one up); openssh-server is installed when missing. Numbers are printed, never asserted.
 """
 
@@ -122,17 +124,28 @@ def run(cmd, **kw):
 
 
 class Bench:
-    def __init__(self, quick):
+    def __init__(self, quick, against=None):
         self.quick = quick
         self.rows = []
         self.tmp = tempfile.mkdtemp(prefix="hlbench-")
         os.chmod(self.tmp, 0o755)
         self.app = zipapp.build(os.path.join(self.tmp, "hostlink"))
         self.daemons = []
+        self.against = None
+        if against:
+            # Its own builder: the other checkout decides what its client file holds.
+            os.makedirs(os.path.join(self.tmp, "against"))
+            subprocess.run([sys.executable, "-m", "hostlink.zipapp",
+                            os.path.join(self.tmp, "against", "hostlink")], cwd=against, check=True,
+                           stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=against))
+            self.against = against
+            self.against_label = subprocess.run(
+                ["git", "-C", against, "log", "-1", "--format=%h"], capture_output=True,
+                text=True).stdout.strip() or os.path.basename(against.rstrip("/"))
 
     # ---- setup ---------------------------------------------------------------------------------
 
-    def daemon(self, name, max_concurrent=16, tcp_port=0):
+    def daemon(self, name, max_concurrent=16, tcp_port=0, src=ROOT):
         d = os.path.join(self.tmp, name)
         os.makedirs(d)
         conf = os.path.join(d, "hostlink.conf")
@@ -144,7 +157,8 @@ class Bench:
                 f.write("tcp_enabled = yes\ntcp_bind = 127.0.0.1\ntcp_port = %d\ntls = required\n"
                         % tcp_port)
         os.chmod(conf, 0o600)
-        proc = subprocess.Popen([sys.executable, "-m", "hostlink.daemon", "-c", conf], cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "hostlink.daemon", "-c", conf], cwd=src,
+                                env=dict(os.environ, PYTHONPATH=src))
         sock = os.path.join(d, "run", "hostlink.sock")
         for _ in range(200):
             if os.path.exists(sock):
@@ -223,6 +237,10 @@ class Bench:
                 "hl": ["/bench/hostlink", "exec", "true"],
                 "relay": ["/bench/hostlink", "--relay", "exec", "true"],
                 "json": ["/bench/hostlink", "-j", "exec", "true"]}
+        if self.against:
+            self.daemon("against-d", src=self.against)
+            old = ["/bench/against/hostlink", "-s", "/bench/against-d/run/hostlink.sock"]
+            cmds.update(old_hl=old + ["exec", "true"], old_json=old + ["-j", "exec", "true"])
         runs = {k: [] for k in cmds}
         runs["bash"] = []
         blocks = 5
@@ -244,6 +262,11 @@ class Bench:
                  "goal <= 1.3x floor")
         self.row("latency", "hostlink --relay exec true", got["relay"], "ms", floor)
         self.row("latency", "hostlink -j exec true (what agents call)", got["json"], "ms", floor)
+        if self.against:
+            self.row("latency", "hostlink exec true, %s (client and daemon)" % self.against_label,
+                     got["old_hl"], "ms", floor, "this checkout: %.2fx of it" % (hl / got["old_hl"]))
+            self.row("latency", "hostlink -j exec true, %s" % self.against_label, got["old_json"],
+                     "ms", floor, "this checkout: %.2fx of it" % (got["json"] / got["old_json"]))
         self.row("latency", "docker exec CONTAINER true (from host)", dexec, "ms", floor,
                  "hostlink is %.1fx faster (goal >= 3x)" % (dexec / hl))
         try:
@@ -419,6 +442,11 @@ class Bench:
             self.row("client", "bare interpreter %s -I -S -c pass" % py, bare, "ms")
             v = median_ms(lambda: run([self.app, "--version"], env=env), n)
             self.row("client", "hostlink --version (%s)" % py, v, "ms", bare, "goal <= 1.5x")
+            if self.against:
+                old = os.path.join(self.tmp, "against", "hostlink")
+                o = median_ms(lambda: run([old, "--version"], env=env), n)
+                self.row("client", "hostlink --version, %s (%s)" % (self.against_label, py), o,
+                         "ms", bare, "this checkout: %.2fx of it" % (v / o))
             h = median_ms(lambda: run([self.app, "--help"], env=env), n)
             self.row("client", "hostlink --help (%s)" % py, h, "ms", bare)
 
@@ -480,12 +508,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer runs and 256 MiB instead of 1 GiB")
     ap.add_argument("--only", default=",".join(SECTIONS), metavar="A,B",
                     help="sections to run (default all: %s)" % ",".join(SECTIONS))
+    ap.add_argument("--against", metavar="DIR",
+                    help="another checkout of hostlink to time beside this one (before/after)")
     args = ap.parse_args()
     only = args.only.split(",")
     unknown = set(only) - set(SECTIONS)
     if unknown:
         ap.error("unknown section(s): %s" % ", ".join(sorted(unknown)))
-    b = Bench(args.quick)
+    b = Bench(args.quick, args.against and os.path.abspath(args.against))
     b.full = set(only) == set(SECTIONS)
     try:
         _, b.sock = b.daemon("main")
