@@ -1,6 +1,6 @@
 """The client's errors: each carries the exit code and the -j status it maps to.
 
-Library code raises these; only the command line (cli.py) prints them and exits.
+Library code raises these; only main.py turns them into exit codes, and output.py prints them.
 """
 
 
@@ -13,6 +13,7 @@ class HostlinkError(Exception):
     def __init__(self, message):
         super().__init__(message)
         self.message = message
+        self.answered = False  # the -j object for this failure is already written
 
 
 class RemoteFailed(HostlinkError):
@@ -47,6 +48,11 @@ class Denied(HostlinkError):
 
 class UsageError(HostlinkError):
     """Bad arguments, bad -e, missing or invalid targets file, unknown target."""
+    exit_code, status = 7, "client_error"
+
+
+class ClientBug(HostlinkError):
+    """This client tried to send what the protocol forbids: our fault, never the daemon's."""
     exit_code, status = 7, "client_error"
 
 

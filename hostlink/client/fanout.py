@@ -1,11 +1,80 @@
 """Run one command on several targets at once (``-t a,b,c`` or ``--all``), as pdsh does: every
 output line is prefixed ``[name] ``, and the exit code is the worst one."""
 
-import sys
 import threading
 
+from . import output, targets_conf
+from .errors import HostlinkError
+from .relay import write_all
+from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, whole_ms,
+                      with_fields)
 
-class _Lines:
+
+def names(opts, environ, warnings):
+    """The targets of -t a,b,c or --all, or None for a single target."""
+    if opts.all:
+        return targets_conf.all_names(opts.targets_file, environ, warnings)
+    name = opts.target or environ.get("HOSTLINK_TARGET") or ""
+    return [n for n in name.split(",") if n] if "," in name else None
+
+
+def run(opts, environ, warnings, names, req):
+    """Run ``req`` on each target named; the worst exit code, raised when it is hostlink's own."""
+    eps = []
+    for name in names:
+        ep = target_endpoint(name, opts.targets_file, environ, warnings)
+        if opts.token is not None:
+            ep.token = opts.token
+        eps.append(ep)
+        need_token(ep)
+    req = with_fields(req, mode="relay")
+    given = whole_ms(opts.timeout, "-T") if opts.timeout is not None else None
+    # -T for all, else each target's own timeout_ms, as a single target would have it.
+    runs = [(ep, with_fields(req, timeout_ms=ep.timeout_ms if given is None else given))
+            for ep in eps]
+    code = run_all(runs, connect_timeout(opts), opts.json)
+    if code > 1:  # the worst outcome is hostlink's own: keep its code, not "remote failed"
+        err = HostlinkError("the worst outcome over %d targets: exit %d" % (len(eps), code))
+        err.exit_code = code
+        err.answered = opts.json
+        raise err
+    return code
+
+
+def run_all(runs, connect_timeout_ms, json_out):
+    """Run each (endpoint, request) of ``runs`` at once; returns the worst exit code."""
+    lock = threading.Lock()
+    codes = {}
+
+    def one(ep, request):
+        codes[ep.name] = _run_one(ep, request, connect_timeout_ms, json_out, lock)
+    threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return max(codes.values()) if codes else 0
+
+
+def _run_one(ep, request, connect_timeout_ms, json_out, lock):
+    sink = Lines(ep.name, lock)
+    try:
+        with Session(ep, connect_timeout_ms) as session:
+            result = session.exec(request, capture=json_out, out=sink, signals=False)
+        sink.flush()
+        if json_out:
+            with lock:
+                output.print_json(output.exec_json(result, ep.name))
+        raise_for(result)
+        return 0 if result.returncode == 0 else 1
+    except HostlinkError as exc:
+        sink.flush()
+        with lock:
+            output.say("[%s] %s" % (ep.name, exc.message))
+        return exc.exit_code
+
+
+class Lines:
     """Writes whole lines with a prefix; a line split across chunks waits for its end."""
 
     def __init__(self, name, lock):
@@ -26,43 +95,5 @@ class _Lines:
                 self._write(fd, self.prefix + rest + b"\n")
 
     def _write(self, fd, data):
-        stream = sys.stdout.buffer if fd == 1 else sys.stderr.buffer
         with self.lock:
-            stream.write(data)
-            stream.flush()
-
-
-def run(runs, connect_timeout_ms, json_out, to_json, say):
-    """Run each (endpoint, request) of ``runs`` at once; returns the worst exit code (per the
-    seed's codes)."""
-    from .session import Session, raise_for
-    from .errors import HostlinkError
-    lock = threading.Lock()
-    codes = {}
-
-    def one(ep, request):
-        sink = _Lines(ep.name, lock)
-        try:
-            session = Session(ep, connect_timeout_ms)
-            try:
-                result = session.exec(request, capture=json_out, out=sink, signals=False)
-            finally:
-                session.close()
-            sink.flush()
-            if json_out:
-                with lock:
-                    sys.stdout.write(to_json(result, ep.name) + "\n")
-                    sys.stdout.flush()
-            raise_for(result)
-            codes[ep.name] = 0 if result.returncode == 0 else 1
-        except HostlinkError as exc:
-            sink.flush()
-            with lock:
-                say("[%s] %s" % (ep.name, exc.message))
-            codes[ep.name] = exc.exit_code
-    threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in runs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return max(codes.values()) if codes else 0
+            write_all(fd, data)

@@ -1,32 +1,30 @@
-"""The client side of a hostlink request: connect, authenticate, run, and report how it ended.
+"""Where a daemon is (Endpoint) and one request to it over one connection (Session).
 
 Two ways to run a command. Over a Unix socket the client passes its own stdin, stdout and stderr
 to the daemon (SCM_RIGHTS) and the command uses them directly: nothing is relayed, so output is
 byte-exact and a terminal stays a terminal. Otherwise (``-j``, TCP) the streams are relayed as
-frames. Only cheap modules are imported here: this is the hot path of ``hostlink exec``.
+frames by relay.py. Only cheap modules are imported here: this is the hot path of ``hostlink exec``.
 """
 
-import posix  # not os: see cli.py
+import posix  # not os: see main.py
 
 import _signal
 import _socket
 from _struct import pack as _pack  # struct would be one more module to import
 
 from ..wire import protocol as p
-from .errors import FROM_DAEMON, ConnectFailed, HostlinkError, TimedOut
+from .errors import FROM_DAEMON, AuthFailed, ClientBug, ConnectFailed, HostlinkError, TimedOut, UsageError
 
-RECV_SIZE = 1 << 20
-# A forwarded signal still unsent after this long waits behind stdin the command does not read.
-STUCK_AFTER_MS = 1000
-STDIN_CHUNK = 256 << 10
-_F_SETPIPE_SZ = 1031  # Linux fcntl; fcntl.F_SETPIPE_SZ appears only in Python 3.10
-_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
+DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
+DEFAULT_PORT = 9876
+DEFAULT_CONNECT_TIMEOUT_MS = 5000
+FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 
 
 class Endpoint:
     """Where a daemon listens, and the token it wants."""
 
-    def __init__(self, name="", socket="", address="", port=9876, token="", timeout_ms=0,
+    def __init__(self, name="", socket="", address="", port=DEFAULT_PORT, token="", timeout_ms=0,
                  tls="required", fingerprint="", protocol="hostlink"):
         self.name = name
         self.socket = socket
@@ -43,23 +41,59 @@ class Endpoint:
         return self.socket or "%s:%d" % (self.address, self.port)
 
 
-class Result:
-    """How a request ended, shaped like subprocess.CompletedProcess (returncode, stdout, stderr)."""
-
-    def __init__(self):
-        self.node = ""
-        self.returncode = None
-        self.signal = 0
-        self.timed_out = False
-        self.duration_ms = 0
-        self.uptime_s = 0
-        self.stdout = None
-        self.stderr = None
-        self.timeout_ms = 0
-        self.pid = 0  # the command's, on the host (Started)
+def whole_ms(value, name, low=0):
+    """The option ``value`` as an int of at least ``low``; UsageError otherwise."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError("%s must be a whole number of milliseconds, not %r" % (name, value))
+    if n < low:
+        raise UsageError("%s must be at least %d, not %d" % (name, low, n))
+    return n
 
 
-def connect(ep, connect_timeout_ms=5000):
+def endpoint(opts, environ, warnings, target=None):
+    """The Endpoint the options and environment name (``target`` overrides -t)."""
+    token = opts.token if opts.token is not None else environ.get("HOSTLINK_TOKEN")
+    if opts.socket:
+        ep = Endpoint(socket=opts.socket)
+    elif opts.address:
+        host, _, port = opts.address.rpartition(":")
+        ep = Endpoint(name=opts.address, address=host.strip("[]") or opts.address,
+                      port=whole_ms(port, "-a port", 1) if host else DEFAULT_PORT,
+                      tls="off" if opts.plain else "required", fingerprint=opts.fingerprint)
+    else:
+        name = target or opts.target or environ.get("HOSTLINK_TARGET")
+        if name:
+            ep = target_endpoint(name, opts.targets_file, environ, warnings)
+        else:
+            ep = Endpoint(socket=environ.get("HOSTLINK_SOCKET") or DEFAULT_SOCKET)
+    if token is not None:
+        ep.token = token
+    return ep
+
+
+def target_endpoint(name, targets_file, environ, warnings):
+    """The Endpoint of target ``name`` in targets.conf; UsageError when there is none."""
+    from . import targets_conf
+    return Endpoint(**targets_conf.find(name, targets_file, environ, warnings))
+
+
+def connect_timeout(opts):
+    """The -C option in ms."""
+    if opts.connect_timeout is None:
+        return DEFAULT_CONNECT_TIMEOUT_MS
+    return whole_ms(opts.connect_timeout, "-C", 1)
+
+
+def need_token(ep):
+    """AuthFailed before connecting when ``ep`` has no token."""
+    if not ep.token:
+        raise AuthFailed("no token: set HOSTLINK_TOKEN or pass -k; it must match auth_token in "
+                         "hostlink.conf on the host")
+
+
+def connect(ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS):
     """A connected socket to ``ep``; ConnectFailed says what went wrong and how to fix it."""
     if ep.socket:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -72,103 +106,78 @@ def connect(ep, connect_timeout_ms=5000):
     try:
         sock.connect(target)
         if not ep.socket and ep.tls != "off" and ep.protocol != "hlnk":
-            sock = _tls(ep, sock)
+            from . import tls
+            sock = tls.wrap(ep, sock)
     except OSError as exc:
         sock.close()
-        raise ConnectFailed(_connect_hint(ep, exc)) from None
+        from .hints import connect_hint
+        raise ConnectFailed(connect_hint(ep, exc)) from None
     sock.settimeout(None)
     return sock
 
 
-def _tls(ep, raw):
-    """Wrap a TCP socket in TLS and check the daemon's certificate against the pinned fingerprint."""
-    import hashlib
-    import socket as socket_mod
-    import ssl
-    if not ep.fingerprint:
-        raw.close()
-        raise ConnectFailed(
-            "target %s (%s) has no tls_fingerprint: run 'hostlink-install show-target' on that host "
-            "and put its tls_fingerprint line in targets.conf (or tls = off for a WireGuard-only "
-            "address)" % (ep.name or "-a", ep.where))
-    sock = socket_mod.socket(fileno=raw.detach())
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the pin below is the check, as ssh's known_hosts is
-    tls_sock = ctx.wrap_socket(sock)
-    seen = "sha256:" + hashlib.sha256(tls_sock.getpeercert(binary_form=True)).hexdigest()
-    want = ep.fingerprint.lower().replace(":", "").replace("sha256", "sha256:", 1)
-    if seen != want:
-        tls_sock.close()
-        raise ConnectFailed(
-            "TLS fingerprint mismatch for %s: expected %s, the daemon has %s; if its certificate was "
-            "remade, update tls_fingerprint in targets.conf (hostlink-install show-target on that "
-            "host prints it), otherwise something is in the middle" % (ep.where, ep.fingerprint, seen))
-    return tls_sock
+class CompletedProcess:
+    """How a command ended, shaped like subprocess.CompletedProcess (and asyncssh's)."""
 
-
-def _connect_hint(ep, exc):
-    import errno
-    import os
-    where = ep.where
-    if not ep.socket:
-        return "cannot connect to %s: %s" % (where, exc.strerror or exc or "timed out")
-    if exc.errno == errno.ENOENT:
-        folder = os.path.dirname(where)
-        if os.path.isdir(folder) and os.listdir(folder) == []:
-            why = "the directory %s is there but empty: hostlinkd is not running on the host" % folder
-        elif os.path.isdir(folder):
-            why = "hostlinkd is not running, or listens elsewhere"
-        else:
-            why = "%s is not mounted into this container (mount the socket's directory)" % folder
-        return ("no socket at %s: %s; start it on the host with 'hostlinkd' or "
-                "'hostlink-install host', or set HOSTLINK_SOCKET" % (where, why))
-    if exc.errno == errno.ECONNREFUSED:
-        return ("%s refuses connections: hostlinkd is not running (stale socket); start it on the "
-                "host with 'hostlinkd'" % where)
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return ("permission denied on %s: this user (uid %d) needs the socket's group; add it "
-                "with group_add (compose) or --group-add (docker run)" % (where, os.getuid()))
-    return "cannot connect to %s: %s" % (where, exc.strerror or exc)
+    def __init__(self):
+        self.returncode = None
+        self.stdout = None
+        self.stderr = None
+        self.node = ""
+        self.signal = 0
+        self.timed_out = False
+        self.duration_ms = 0
+        self.timeout_ms = 0  # what the daemon granted (Started)
+        self.pid = 0  # the command's, on the host (Started)
 
 
 class Session:
-    """One request over one connection."""
+    """One request over one connection; a context manager that closes it."""
 
-    def __init__(self, ep, connect_timeout_ms=5000, client_name="hostlink"):
+    RECV_SIZE = 1 << 20  # one read from the daemon: a whole data frame
+
+    def __init__(self, ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS, client_name="hostlink",
+                 on_wait=None, on_stuck=None):
         self.ep = ep
         self.sock = connect(ep, connect_timeout_ms)
         self.conn = p.Connection(p.CLIENT)
-        self.result = Result()
-        self._hello = self.conn.send(p.Auth(ep.token, client_name))
-        self.on_wait = None  # called with a protocol.Waiting when a person must approve
-        self.on_stuck = None  # called once when a forwarded signal waits behind unread stdin
-        self._urgent = None  # relaying: Signal and Resize events for the loop to send
-        self._owed = 0  # relaying: bytes to send before the last signal is out
-        self._aside = None  # False once a daemon refused Kill
+        self.result = CompletedProcess()
+        self.on_wait = on_wait  # called with a protocol.Waiting when a person must approve
+        self.on_stuck = on_stuck  # called once when a forwarded signal waits behind unread stdin
+        self.relay = None  # the Relay while one runs: signals go through it
+        self.kill_refused = False  # a daemon before protocol Kill said no once
+        self._hello = self.encode(p.Auth(ep.token, client_name))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self):
         self.sock.close()
 
+    def encode(self, event):
+        """The bytes of ``event``; ClientBug when this client breaks the protocol."""
+        try:
+            return self.conn.send(event)
+        except p.LocalProtocolError as exc:
+            raise our_bug(exc) from None
+
     def ping(self):
-        """Result with node and uptime_s."""
-        self._send(self._hello + self.conn.send(p.Ping()))
-        self._hello = b""
+        """The daemon's protocol.Pong (node, uptime_s)."""
+        self._open(p.Ping())
         while True:
-            event = self._next()
+            event = self.next_event()
             if isinstance(event, p.Pong):
-                self.result.node = event.node
-                self.result.uptime_s = event.uptime_s
-                return self.result
+                return event
 
     def call(self, event):
-        """Send a JobRequest (or a detached Exec) and return the daemon's JSON Reply as a dict."""
+        """Send a JobRequest, Kill or detached Exec; the daemon's JSON Reply as a dict."""
         import json
-        self._send(self._hello + self.conn.send(event))
-        self._hello = b""
+        self._open(event)
         while True:
-            reply = self._next()
+            reply = self.next_event()
             if isinstance(reply, p.Ok):
                 self.result.node = reply.node
             elif isinstance(reply, p.Waiting):
@@ -179,57 +188,65 @@ class Session:
 
     def stream(self, event):
         """Send a JobRequest whose answer streams (tail, wait); output goes to ours."""
-        self._send(self._hello + self.conn.send(event))
-        self._hello = b""
-        self._relay(False, stdin=False)
+        self._open(event)
+        from .relay import Relay
+        Relay(self, stdin=False).run()
         return self.result
 
     def exec(self, request, capture=False, out=None, signals=True, stdio=None, stdin_fd=0):
-        """Run ``request`` (a protocol.Exec); capture=True relays and keeps output in the Result.
+        """Run ``request`` (a protocol.Exec); capture=True keeps its output in the result.
 
-        ``out(kind, data)`` receives relayed output instead of our stdout/stderr (fan-out);
+        ``out(fd, data)`` receives its output instead of our stdout/stderr (fan-out, -m);
         ``signals=False`` leaves signal handlers alone (only the main thread may set them).
         """
-        fds_mode = request.mode == "fds"
-        data = self._hello + self.conn.send(request)
-        self._hello = b""
-        old = {sig: _signal.signal(sig, self._forward) for sig in _FORWARDED} if signals else {}
-        if signals and request.tty:
-            old[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self._resize)
+        old = self._catch_signals(request.tty) if signals else {}
         try:
-            if fds_mode:
-                # cli.main gave any closed standard descriptor /dev/null, so 0, 1, 2 are valid.
-                std = list(stdio) if stdio else [0, 1, 2]
-                pipes = []
-                if capture or out is not None:
-                    # Output to keep or to cap: pipes of ours become the command's stdout and
-                    # stderr, so it comes straight here instead of relayed by the daemon.
-                    pipes = [posix.pipe(), posix.pipe()]
-                    std[1], std[2] = pipes[0][1], pipes[1][1]
-                try:
-                    self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                                _pack_fds(std))])
-                finally:
-                    for _, w in pipes:
-                        posix.close(w)  # the command has its own; ours would hold off the end
-                if pipes:
-                    self._collect(capture, out, pipes[0][0], pipes[1][0])
-                else:
-                    while self._handle(self._next(), None):
-                        pass
+            if request.mode == "fds":
+                self._exec_fds(request, capture, out, stdio)
             else:
-                self._send(data)
-                self._relay(capture, out, stdin_fd=stdin_fd, wake=bool(old))
+                self._send(self._hello + self.encode(request))
+                self._hello = b""
+                from .relay import Relay
+                Relay(self, capture, out, stdin_fd=stdin_fd, wake=bool(old)).run()
         finally:
             for sig, handler in old.items():
                 _signal.signal(sig, handler)
         return self.result
 
-    # ---- internals -----------------------------------------------------------------------------
+    def _exec_fds(self, request, capture, out, stdio):
+        # main.py gave any closed standard descriptor /dev/null, so 0, 1, 2 are valid.
+        std = list(stdio) if stdio else [0, 1, 2]
+        pipes = []
+        if capture or out is not None:
+            # Output to keep or to cap: pipes of ours become the command's stdout and stderr,
+            # so it comes straight here instead of relayed by the daemon.
+            pipes = [posix.pipe(), posix.pipe()]
+            std[1], std[2] = pipes[0][1], pipes[1][1]
+        data = self._hello + self.encode(request)
+        self._hello = b""
+        try:
+            self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(std))])
+        finally:
+            for _, w in pipes:
+                posix.close(w)  # the command has its own; ours would hold off the end
+        if pipes:
+            from .relay import collect
+            collect(self, capture, out, pipes[0][0], pipes[1][0])
+        else:
+            while self.handle(self.next_event(), None):
+                pass
+
+    # ---- signals -------------------------------------------------------------------------------
+
+    def _catch_signals(self, tty):
+        old = {sig: _signal.signal(sig, self._forward) for sig in FORWARDED}
+        if tty:
+            old[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self._resize)
+        return old
 
     def _resize(self, signum, frame):
-        from .commands import _winsize
-        rows, cols = _winsize()
+        from .terminal import winsize
+        rows, cols = winsize()
         if rows and cols:
             self._queue(p.Resize(rows, cols))
 
@@ -237,36 +254,34 @@ class Session:
         self._queue(p.Signal(signum))
 
     def _queue(self, event):
-        """Send an event from a signal handler. While relaying, the loop sends it after the frame
-        it is in the middle of (the handler may run between any two of its steps); otherwise
-        nothing else writes, and it goes at once."""
-        if self._urgent is not None:
-            if isinstance(event, p.Signal) and (self._owed > 0 or self._urgent):
-                # The last signal is still stuck behind stdin the command does not read: a
-                # second one gives up. We exit; the daemon ends the command as on any hang-up.
-                raise KeyboardInterrupt
-            self._urgent.append(event)
+        """Send an event from a signal handler: through the relay while one runs (it sends it
+        between frames), otherwise at once, as nothing else writes."""
+        if self.relay is not None:
+            self.relay.push(event)
             return
         try:
-            self.sock.sendall(self.conn.send(event))
+            self.sock.sendall(self.encode(event))
         except OSError:
             pass
 
-    def _kill_aside(self, event):
+    def kill_aside(self, event):
         """Deliver a signal on a connection of its own (protocol Kill), so that it does not wait
         behind stdin in this one; False where that cannot be done (a daemon before Kill)."""
-        if not self.result.pid or self._aside is False:
+        if not self.result.pid or self.kill_refused:
             return False
         try:
-            side = Session(self.ep, client_name="hostlink-signal")
-            try:
+            with Session(self.ep, client_name="hostlink-signal") as side:
                 side.call(p.Kill(self.result.pid, event.signum))
-            finally:
-                side.close()
         except HostlinkError:
-            self._aside = False  # it said no once: the frame in this connection will do
+            self.kill_refused = True  # it said no once: the frame in this connection will do
             return False
         return True
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def _open(self, event):
+        self._send(self._hello + self.encode(event))
+        self._hello = b""
 
     def _send(self, data):
         try:
@@ -274,49 +289,50 @@ class Session:
         except OSError as exc:
             raise ConnectFailed("the daemon at %s went away: %s" % (self.ep.where, exc.strerror))
 
-    def _next(self):
+    def next_event(self):
         """The next event, reading from the socket as needed."""
         while True:
             event = self._parse()
             if event is not p.NEED_DATA:
                 return event
-            self._feed(self.sock.recv)
+            self.receive(self.sock.recv)
 
-    def _feed(self, read, again=()):
+    def receive(self, read, again=()):
         """One read from the daemon into the parser; ConnectFailed when the connection broke
         (``again``: what a non-blocking read raises when there is nothing yet, let through)."""
         try:
-            data = read(RECV_SIZE)
+            data = read(self.RECV_SIZE)
         except again:
             raise
         except OSError as exc:
             raise ConnectFailed("lost the daemon at %s: %s" % (self.ep.where, exc.strerror or exc))
         self.conn.receive_data(data)
 
-    def _dispatch(self, out):
+    def dispatch(self, out):
         """Apply every whole event received so far; False once the command has ended."""
         while True:
             event = self._parse()
             if event is p.NEED_DATA:
                 return True
-            if not self._handle(event, out):
+            if not self.handle(event, out):
                 return False
 
     def _parse(self):
         try:
             event = self.conn.next_event()
-        except p.ProtocolError as exc:
+        except p.RemoteProtocolError as exc:
             raise ConnectFailed("the daemon at %s broke the protocol: %s" % (self.ep.where, exc))
+        except p.LocalProtocolError as exc:
+            raise our_bug(exc) from None
         if event is None:
             raise ConnectFailed("the daemon at %s closed the connection before answering "
                                 "(it may have been restarted)" % self.ep.where)
         if isinstance(event, p.Error):
-            cls = FROM_DAEMON.get(event.code, HostlinkError)
-            raise cls(event.message)
+            raise FROM_DAEMON.get(event.code, HostlinkError)(event.message)
         return event
 
-    def _handle(self, event, out):
-        """Apply one event; False once the command has ended."""
+    def handle(self, event, out):
+        """Apply one event (output ones go to ``out``); False once the command has ended."""
         r = self.result
         if isinstance(event, p.Ok):
             r.node = event.node
@@ -333,214 +349,52 @@ class Session:
             out(event)
         return True
 
-    def _collect(self, capture, sink, out_r, err_r):
-        """fds mode with our own pipes for output: read them (into the Result, or to ``sink``)
-        until the command's Exit, then what is left in them without waiting for more."""
-        import select
-        chunks = {1: [], 2: []}
-        pipes = {out_r: 1, err_r: 2}
-        _grow_pipes(pipes)
-        poller = select.poll()
-        for fd in pipes:
-            posix.set_blocking(fd, False)
-            poller.register(fd, select.POLLIN)
-        sock_fd = self.sock.fileno()
-        poller.register(sock_fd, select.POLLIN)
 
-        def take(fd):
-            """Read what ``fd`` has; False at its end or when it is empty."""
-            try:
-                data = posix.read(fd, RECV_SIZE)
-            except BlockingIOError:
-                return False
-            if not data:
-                poller.unregister(fd)
-                del pipes[fd]
-                posix.close(fd)
-                return False
-            if capture:
-                chunks[pipes[fd]].append(data)
-            else:
-                sink(pipes[fd], data)
-            return True
-        try:
-            running = True
-            while running:
-                for fd, _ in poller.poll():
-                    if fd != sock_fd:
-                        take(fd)
-                        continue
-                    self._feed(self.sock.recv)
-                    running = self._dispatch(None)
-            for fd in list(pipes):  # written before the exit; a background child's later output
-                while fd in pipes and take(fd):  # is not waited for
-                    pass
-        finally:
-            for fd in pipes:
-                posix.close(fd)
-        if capture:
-            self.result.stdout = b"".join(chunks[1])
-            self.result.stderr = b"".join(chunks[2])
-
-    def _relay(self, capture, sink=None, stdin=True, stdin_fd=0, wake=False):
-        """Pump stdin to the daemon and its output frames to ours (or to the Result, or sink).
-        ``wake``: our signal handlers are set, and a signal must wake the loop to send its frame."""
-        import select
-        if hasattr(self.sock, "pending"):  # TLS: decrypted bytes may wait that poll cannot see
-            import ssl
-            again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-            read = _tls_reader(self.sock, again)
-        else:
-            again = (BlockingIOError,)
-            # A new bytes object each time: the parser hands out views of it instead of
-            # copying frames out of a reused buffer.
-            read = self.sock.recv
-        r = self.result
-        if capture:
-            chunks = {p.Stdout: [], p.Stderr: []}
-
-            def out(event):
-                chunks[type(event)].append(event.data)
-        elif sink is not None:
-            def out(event):
-                sink(1 if type(event) is p.Stdout else 2, event.data)
-        else:
-            def out(event):
-                _write_all(1 if type(event) is p.Stdout else 2, event.data)
-        if not capture and sink is None:
-            _grow_pipes((1, 2))
-        sock_fd = self.sock.fileno()
-        self.sock.setblocking(False)
-        pending = b""
-        try:
-            posix.fstat(stdin_fd)
-            stdin_open = stdin
-        except OSError:
-            stdin_open = False
-            pending = self.conn.send(p.StdinEof())
-        poller = select.poll()
-        wake_r = -1
-        if wake:
-            wake_r, wake_w = posix.pipe()
-            for fd in (wake_r, wake_w):
-                posix.set_blocking(fd, False)
-            old_wake = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-            poller.register(wake_r, select.POLLIN)
-        self._urgent = []
-        stdin_sent = False  # once stdin flows, a signal may wait behind what the command has not read
-        running = True
-        try:
-            while running:
-                while self._urgent:  # after whole frames: pending never ends inside one
-                    event = self._urgent.pop(0)
-                    if isinstance(event, p.Signal) and stdin_sent and self._kill_aside(event):
-                        continue
-                    pending += self.conn.send(event)
-                    if isinstance(event, p.Signal):
-                        self._owed = len(pending)
-                poller.register(sock_fd, select.POLLIN | (select.POLLOUT if pending else 0))
-                if stdin_open:
-                    if pending:  # backpressure: no more stdin until the daemon took what we have
-                        poller.register(stdin_fd, 0)
-                    else:
-                        poller.register(stdin_fd, select.POLLIN)
-                if len(again) > 1 and self.sock.pending():
-                    ready = [(sock_fd, select.POLLIN)]
-                elif self._owed > 0 and self.on_stuck is not None:
-                    ready = poller.poll(STUCK_AFTER_MS)
-                    if not ready and self._owed > 0:
-                        self.on_stuck()
-                        self.on_stuck = None
-                else:
-                    ready = poller.poll()
-                for fd, ev in ready:
-                    if fd == wake_r:  # a signal: its event waits in _urgent for the loop's top
-                        try:
-                            posix.read(wake_r, 512)
-                        except OSError:
-                            pass
-                        continue
-                    if fd == stdin_fd and fd != sock_fd:
-                        if not ev & (select.POLLIN | select.POLLHUP):
-                            continue
-                        data = posix.read(stdin_fd, STDIN_CHUNK)
-                        pending += self.conn.send(p.Stdin(data) if data else p.StdinEof())
-                        stdin_sent = True
-                        if not data:
-                            stdin_open = False
-                            poller.unregister(stdin_fd)
-                        continue
-                    if ev & select.POLLOUT and pending:
-                        try:
-                            sent = self.sock.send(pending)
-                            pending = pending[sent:]
-                            self._owed -= sent
-                        except again:
-                            pass
-                        except OSError:
-                            pending = b""  # the command ended and the daemon stopped reading
-                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                        try:
-                            self._feed(read, again)
-                        except again:
-                            continue
-                        running = self._dispatch(out)
-        finally:
-            self._urgent = None
-            self._owed = 0
-            if wake:
-                _signal.set_wakeup_fd(old_wake)
-                posix.close(wake_r)
-                posix.close(wake_w)
-        if capture:
-            r.stdout = b"".join(chunks[p.Stdout])
-            r.stderr = b"".join(chunks[p.Stderr])
+def hlnk_request(ep, fields, connect_timeout_ms):
+    """One request to a first-hostlink daemon (protocol = hlnk): ping or exec. The answer to a
+    ping is (node, uptime_s); to an exec, the daemon's JSON object."""
+    from . import hlnk
+    obj = {"version": 1, "type": fields["type"], "id": new_id(), "token": ep.token}
+    obj.update(fields)
+    sock = connect(ep, connect_timeout_ms)
+    try:
+        resp = hlnk.request(sock, ep.where, obj)
+    finally:
+        sock.close()
+    return hlnk.pong(resp) if obj["type"] == "ping" else resp
 
 
-def _pack_fds(fds):
+def our_bug(exc):
+    """The error for a LocalProtocolError: this client's bug, never blamed on the daemon."""
+    return ClientBug("hostlink itself broke the protocol (a bug in this client, not the "
+                     "daemon's fault): %s" % exc)
+
+
+def ping(ep, connect_timeout_ms):
+    """(node, uptime_s) of the daemon at ``ep``, over either protocol; raises HostlinkError."""
+    need_token(ep)
+    if ep.protocol == "hlnk":
+        return hlnk_request(ep, {"type": "ping"}, connect_timeout_ms)
+    with Session(ep, connect_timeout_ms) as session:
+        pong = session.ping()
+    return pong.node, pong.uptime_s
+
+
+def with_fields(event, **changes):
+    """A copy of the protocol ``event`` with some fields changed (events are immutable)."""
+    fields = {n: getattr(event, n) for n in event.__slots__}
+    fields.update(changes)
+    return type(event)(**fields)
+
+
+def new_id():
+    """A request id for -j output, as the first hostlink made them."""
+    return posix.urandom(4).hex()
+
+
+def pack_fds(fds):
+    """The SCM_RIGHTS payload for ``fds``."""
     return _pack("%di" % len(fds), *fds)
-
-
-def _tls_reader(sock, again):
-    """recv for a non-blocking TLS socket that returns all it can, up to ``size`` bytes: one
-    TLS read yields one record (16 KiB), and feeding the parser record by record cost more
-    than the decryption."""
-    whole = memoryview(bytearray(RECV_SIZE))  # reused: what is read goes out as a bytes copy
-
-    def read(size):
-        view = whole[:size]
-        n = sock.recv_into(view)  # raises when nothing is there yet: the caller polls
-        while n and n < size:
-            try:
-                got = sock.recv_into(view[n:])
-            except again:
-                break
-            if not got:
-                break  # the end of the stream: the next read returns b""
-            n += got
-        return bytes(view[:n])
-    return read
-
-
-def _grow_pipes(fds):
-    """Let the pipes among ``fds`` that carry output hold a whole frame (1 MiB, the unprivileged
-    maximum): a frame is then one write, not 16 turns of a 64 KiB pipe with its reader."""
-    import fcntl
-    for fd in fds:
-        try:
-            if posix.fstat(fd).st_mode & 0o170000 == 0o010000:  # a FIFO
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, p.MAX_FRAME)
-        except OSError:
-            pass  # over /proc/sys/fs/pipe-max-size: keep the size it has
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[posix.write(fd, view):]
-        except BrokenPipeError:
-            raise SystemExit(141)  # our reader went away, as a local command would on SIGPIPE
 
 
 def check_timeout(result, requested_ms):

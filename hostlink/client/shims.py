@@ -4,7 +4,7 @@ directory mean the same place on both sides."""
 
 import os
 
-from .main import CLIENT_NAMES
+from . import CLIENT_NAMES
 from .errors import UsageError
 
 
@@ -44,6 +44,7 @@ def listing(directory):
 
 
 def remove(names, directory):
+    """Remove the shims ``names`` from ``directory``; UsageError for anything else."""
     target = client_path()
     for name in names:
         path = os.path.join(directory, name)
@@ -71,3 +72,47 @@ def to_host(path, mapping):
         if path == inside or path.startswith(inside + "/"):
             return outside + path[len(inside):]
     return None
+
+
+def mapped_workdir(workdir, environ):
+    """(-w, or our own directory when no -w is given, through HOSTLINK_PATH_MAP; the container
+    directory that was translated)."""
+    mapping = path_map(environ)
+    if workdir:
+        return to_host(workdir, mapping) or workdir, workdir
+    here = cwd()
+    return to_host(here, mapping) or "", here
+
+
+def cwd():
+    """Our working directory, or "" when it is gone."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def run(opts, words, environ, warnings):
+    """hostlink shim install|list|remove [NAME...] [--dir DIR]"""
+    from . import output
+    if not words or words[0] not in ("install", "list", "remove"):
+        raise UsageError("usage: hostlink shim install|list|remove [NAME...] [--dir DIR]")
+    action, names, directory = words[0], words[1:], os.path.dirname(client_path())
+    if "--dir" in names:
+        i = names.index("--dir")
+        if i + 1 >= len(names):
+            raise UsageError("--dir needs a directory")
+        directory = names[i + 1]
+        del names[i:i + 2]
+    if action == "list":
+        for name in listing(directory):
+            output.line(name)
+        return 0
+    if not names:
+        raise UsageError("shim %s needs at least one program name" % action)
+    if action == "install":
+        for path in install(names, directory):
+            output.line("%s -> runs %s on the host" % (path, os.path.basename(path)))
+    else:
+        remove(names, directory)
+    return 0

@@ -1,163 +1,164 @@
-"""The client side of ``hostlink cp``, ``put``, ``get`` and ``df``: a tar stream through a pipe.
+"""``hostlink cp``, ``put``, ``get``, ``df`` and the first hostlink's ``put-stream``/``get-stream``:
+their arguments, the endpoint, and what to tell; tarpipe.py moves the bytes."""
 
-Over a Unix socket one end of a local pipe is passed to the host-side helper (daemon/transfer_helper.py), so the
-bytes move at pipe speed; over TCP the same pipe is relayed. Packing or unpacking runs in a
-thread beside the request.
-"""
-
-import os
-import sys
-import threading
-
-from ..wire import tarstream
-from .errors import HostlinkError, RemoteFailed, UsageError
+from ..wire.protocol import Exec
+from . import output, tarpipe, targets_conf
+from .errors import HostlinkError, UsageError
+from .session import Session, connect_timeout, endpoint, need_token, raise_for, whole_ms
 
 
-def split_remote(spec, target_names):
-    """(target or None, path) for ``host:PATH`` or ``NAME:PATH``; (None, None) for a local path."""
-    head, sep, path = spec.partition(":")
-    if sep and "/" not in head and head and (head == "host" or head in target_names):
-        return head, path
-    return None, None
-
-
-def _pump_thread(fn):
-    box = {}
-
-    def run():
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # reported by the caller, after the request ended
-            box["error"] = exc
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, box
-
-
-def put(session, req_factory, local, remote, excludes, verify, fds_mode, extra=()):
-    """Send ``local`` (file or directory) to ``remote`` on the host."""
-    if not os.path.lexists(local):
-        raise UsageError("%s does not exist here" % local)
-    if fds_mode and os.path.isfile(local) and not os.path.islink(local):
-        return _put_file(session, req_factory, local, remote, verify, extra)
-    args = ((remote, "--size", str(tarstream.total_size(local, excludes))) + (("--verify",) if verify else ())
-            + tuple(extra))
-    req = req_factory("receive", args)
-    r, w = os.pipe()
-    out = os.fdopen(w, "wb")
-    t, box = _pump_thread(lambda: (tarstream.pack(local, out, excludes, verify), out.close()))
-    try:
-        if fds_mode:
-            result = session.exec(req, stdio=(r, 1, 2))
+def parse_args(words, extra=None):
+    """(paths, excludes, verify) from cp/put/get arguments; the first hostlink's flags accepted
+    (--mkdir and --mode land in ``extra``, for put)."""
+    extra = [] if extra is None else extra
+    paths, excludes, verify, i = [], [], False, 0
+    while i < len(words):
+        w = words[i]
+        if w == "--exclude" or w.startswith("--exclude="):
+            i, pattern = _value(words, i, "--exclude needs a pattern")
+            excludes.append(pattern)
+        elif w == "--verify":
+            verify = True
+        elif w == "--stream":
+            pass  # the first hostlink's: streaming is how this one always works
+        elif w in ("-r", "-R", "--recursive"):
+            raise UsageError("%s is not needed: directories are copied whole" % w)
+        elif w == "--mkdir":
+            extra.append("--mkdir")
+        elif w == "--mode" or w.startswith("--mode="):
+            i, mode = _value(words, i, "--mode requires an octal argument")
+            try:
+                int(mode, 8)
+            except ValueError:
+                raise UsageError("--mode requires an octal argument, not %r" % mode)
+            extra += ["--mode", mode]
+        elif w.startswith("-") and w != "-":
+            raise UsageError("unknown transfer flag %s (known: --exclude GLOB, --verify)" % w)
         else:
-            result = session.exec(req, stdin_fd=r)
-    finally:
-        os.close(r)
-        t.join()
-    if "error" in box and not isinstance(box["error"], BrokenPipeError):
-        raise HostlinkError("reading %s: %s" % (local, box["error"]))
-    return result
+            paths.append(w)
+        i += 1
+    if len(paths) != 2:
+        raise UsageError("a transfer takes two paths: SRC DST")
+    return paths, excludes, verify
 
 
-def _put_file(session, req_factory, local, remote, verify, extra):
-    """One regular file over the socket: its own descriptor goes to the host-side helper, which
-    copies it in the kernel (copy_file_range or sendfile): no tar, no pipe, no copy through us."""
-    fd = os.open(local, os.O_RDONLY)
-    try:
-        st = os.fstat(fd)
-        args = (remote, "--size", str(st.st_size), "--file", os.path.basename(local.rstrip("/")),
-                "--file-mode", "%o" % (st.st_mode & 0o7777), "--mtime", str(int(st.st_mtime)))
-        if verify:
-            args += ("--verify", "--sha256", tarstream.sha256_fd(fd))
-        return session.exec(req_factory("receive", args + tuple(extra)), stdio=(fd, 1, 2))
-    finally:
-        os.close(fd)
+def _value(words, i, missing):
+    """(index, value) of the flag at ``i``: after its ``=``, or the next word."""
+    if "=" in words[i]:
+        return i, words[i].split("=", 1)[1]
+    if i + 1 < len(words):
+        return i + 1, words[i + 1]
+    raise UsageError(missing)
 
 
-def remote_stat(new_session, req_factory, remote, verify, excludes=()):
-    """(kind, mode, mtime, size, sha256 or "-") of ``remote`` on the host; kind is file or other,
-    and the size of other is the bytes of the regular files a transfer of it would write."""
-    args = (remote,) + tuple(a for g in excludes for a in ("--exclude", g)) + (("--verify",) if verify else ())
-    session = new_session()
-    try:
-        r = session.exec(req_factory("stat", args, "relay"), capture=True)
-    finally:
-        session.close()
-    if r.returncode:
-        why = r.stderr.decode("utf-8", "replace").strip().replace("hostlink transfer: ", "")
-        raise RemoteFailed(why or "cannot read %s on the host" % remote)
-    kind, mode, mtime, size, digest = r.stdout.decode().split()
-    return kind, int(mode, 8), int(mtime), int(size), digest
+def put(opts, words, environ, warnings, verify_always=False):
+    """hostlink put LOCAL REMOTE"""
+    extra = []
+    (local, remote), excludes, verify = parse_args(words, extra)
+    verify = verify or verify_always or opts.verify
+    return _transfer(opts, environ, warnings, "put", None, local, remote, excludes, verify, extra)
 
 
-def check_space(local, need):
-    """UsageError when ``need`` bytes do not fit where ``local`` would be written."""
-    free, where = tarstream.free_bytes(local)
-    if need > free:
-        raise UsageError("%d bytes do not fit in %s (%d free); nothing was fetched" % (need, where, free))
+def get(opts, words, environ, warnings, verify_always=False):
+    """hostlink get REMOTE LOCAL"""
+    (remote, local), excludes, verify = parse_args(words)
+    verify = verify or verify_always or opts.verify
+    return _transfer(opts, environ, warnings, "get", None, local, remote, excludes, verify)
 
 
-def get_file(session, req_factory, remote, local, info, verify):
-    """One regular file over the socket: our temporary file beside the destination is passed to the
-    helper, which copies into it in the kernel; renamed into place when complete."""
-    _, mode, mtime, size, digest = info
-    target = os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local
-
-    def fill(fd):
-        result = session.exec(req_factory("send", (remote, "--raw")), stdio=(0, fd, 2))
-        if result.returncode != 0:
-            raise _HostFailed(result)  # the temporary file goes; the host said why
-        if verify and tarstream.sha256_fd(fd) != digest:
-            raise HostlinkError("%s: sha256 differs after the transfer" % target)
-        return result
-    dfd = os.open(os.path.dirname(os.path.abspath(target)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        result = tarstream.write_beside(dfd, os.path.basename(target), fill, mode, mtime)
-    except _HostFailed as failed:
-        return failed.result
-    finally:
-        os.close(dfd)
-    if verify:
-        sys.stdout.buffer.write(tarstream.manifest_line(digest, os.path.basename(target)))
-    sys.stderr.write(tarstream.summary(1, size) if verify else "received 1 files, %d bytes\n" % size)
-    return result
+def put_stream(opts, words, environ, warnings):
+    """The first hostlink's put-stream: a put with SHA-256 verification."""
+    return put(opts, words, environ, warnings, verify_always=True)
 
 
-class _HostFailed(Exception):
-    def __init__(self, result):
-        super().__init__("the host-side transfer failed")
-        self.result = result
+def get_stream(opts, words, environ, warnings):
+    """The first hostlink's get-stream: a get with SHA-256 verification."""
+    return get(opts, words, environ, warnings, verify_always=True)
 
 
-def get(session, req_factory, remote, local, excludes, verify, fds_mode):
-    """Fetch ``remote`` from the host into ``local``."""
-    args = (remote,) + tuple(a for g in excludes for a in ("--exclude", g)) + (("--verify",) if verify else ())
-    req = req_factory("send", args)
-    r, w = os.pipe()
-    manifest = sys.stdout.buffer if verify else None
-    try:
-        unpacker = tarstream.Unpacker(local, verify, manifest)
-    except (tarstream.TransferError, OSError) as exc:
-        os.close(r)
-        os.close(w)
-        raise UsageError("cannot write %s: %s" % (local, exc))
-    src = os.fdopen(r, "rb")
-    sink = os.fdopen(w, "wb")
-    t, box = _pump_thread(lambda: unpacker.run(src))
-    try:
-        if fds_mode:
-            result = session.exec(req, stdio=(0, w, 2))
+def cp(opts, words, environ, warnings):
+    """hostlink cp SRC DST, one side host:PATH or TARGET:PATH, or - for a tar stream."""
+    (src, dst), excludes, verify = parse_args(words)
+    path = targets_conf.search_path(opts.targets_file, environ)
+    names = set(targets_conf.load(path, warnings)) if path else set()
+    s_target, s_path = tarpipe.split_remote(src, names)
+    d_target, d_path = tarpipe.split_remote(dst, names)
+    if (s_target is None) == (d_target is None):
+        raise UsageError("cp wants one side on the host (host:PATH or TARGET:PATH) and one here")
+    if src == "-" or dst == "-":
+        return _tar_stream(opts, environ, warnings, s_target or d_target, s_path or d_path,
+                           "send" if dst == "-" else "receive", excludes)
+    if d_target:
+        return _transfer(opts, environ, warnings, "put", d_target, src, d_path, excludes, verify)
+    return _transfer(opts, environ, warnings, "get", s_target, dst, s_path, excludes, verify)
+
+
+def _endpoint(opts, environ, warnings, target):
+    ep = endpoint(opts, environ, warnings, None if target in (None, "host") else target)
+    need_token(ep)
+    return ep
+
+
+def _transfer(opts, environ, warnings, direction, target, local, remote, excludes, verify, extra=()):
+    ep = _endpoint(opts, environ, warnings, target)
+    fds_mode = bool(ep.socket)
+
+    def factory(action, args, mode=None):
+        return Exec(argv=tuple(args), xfer=action, mode=mode or ("fds" if fds_mode else "relay"),
+                    timeout_ms=whole_ms(opts.timeout, "-T") if opts.timeout else 0)
+    if direction == "put":
+        with Session(ep, connect_timeout(opts)) as session:
+            result = tarpipe.put(session, factory, local, remote, excludes, verify, fds_mode, extra)
+    else:
+        result = _get(opts, ep, factory, local, remote, excludes, verify)
+    raise_for(result)
+    if result.returncode:
+        raise HostlinkError("the transfer failed on the host (see the message above)")
+    return 0
+
+
+def _get(opts, ep, factory, local, remote, excludes, verify):
+    fds_mode = bool(ep.socket)
+    info = tarpipe.remote_stat(lambda: Session(ep, connect_timeout(opts)), factory, remote,
+                               verify, excludes)
+    tarpipe.check_space(local, info[3])
+    line = b""
+    with Session(ep, connect_timeout(opts)) as session:
+        if info[0] == "file" and fds_mode and not excludes:
+            result, files, size, line = tarpipe.get_file(session, factory, remote, local, info, verify)
         else:
-            def out(fd, data):
-                (sink.write(data) if fd == 1 else os.write(2, data))
-            result = session.exec(req, out=out)
-    finally:
-        sink.close()  # the unpacker sees the end of the stream, whatever happened
-        t.join()
-        src.close()
-    if "error" in box:
-        raise HostlinkError("writing %s: %s" % (local, box["error"]))
+            result, files, size = tarpipe.get(session, factory, remote, local, excludes, verify,
+                                              fds_mode, output.manifest() if verify else None)
     if result.returncode == 0:
-        files, size = box["result"]
-        sys.stderr.write(tarstream.summary(files, size) if verify else "received %d files, %d bytes\n" % (files, size))
+        if line:
+            output.manifest().write(line)
+        output.received(files, size, verify)
     return result
+
+
+def _tar_stream(opts, environ, warnings, target, path, action, excludes):
+    """cp with '-': the tar stream itself on our stdin or stdout."""
+    ep = _endpoint(opts, environ, warnings, target)
+    args = (path,) + tuple(a for g in excludes for a in ("--exclude", g))
+    with Session(ep, connect_timeout(opts)) as session:
+        result = session.exec(Exec(argv=args, xfer=action, mode="fds" if ep.socket else "relay"))
+    raise_for(result)
+    return result.returncode
+
+
+def df(opts, words, environ, warnings):
+    """hostlink df PATH: free space on the host's filesystem that holds PATH."""
+    if len(words) != 1:
+        raise UsageError("df takes one path on the host")
+    ep = _endpoint(opts, environ, warnings, None)
+    with Session(ep, connect_timeout(opts)) as session:
+        r = session.exec(Exec(argv=(words[0],), xfer="df", mode="relay"), capture=True)
+    if r.returncode:
+        raise HostlinkError(r.stderr.decode(errors="replace").strip())
+    where, free, total = r.stdout.decode().rsplit(None, 2)
+    if opts.json:
+        output.print_json({"path": words[0], "filesystem_path": where, "free_bytes": int(free),
+                           "total_bytes": int(total)})
+    else:
+        output.free_space(words[0], where, free, total)
+    return 0

@@ -1,6 +1,6 @@
 """Approvals: a request that hits an ``ask`` rule waits for a person on the host.
 
-The person answers through the daemon's admin socket (root only, JSON lines), usually with
+The person answers through the daemon's admin socket (admin.py), usually with
 ``hostlink-approve``. An approval binds exactly what the person saw: client, command or argv,
 working directory and environment. ``--always`` stores that exact request as a rule in a policy
 drop-in file (policy_dir), shown to the person; a bare interpreter, or a script that someone other
@@ -70,35 +70,15 @@ class Pending:
 
 
 class Approvals:
-    """The requests waiting for a person, and the admin socket that answers them."""
+    """The requests waiting for a person, and the decisions the admin socket brings."""
 
-    def __init__(self, server):
-        self.server = server
+    def __init__(self, state):
+        self.state = state  # for the current configuration, the loop, the audit log, the reaper
         self.pending = {}
         self.watchers = set()
-        self._listener = None
 
-    async def start(self):
-        path = self.server.cfg.admin_socket
-        if not path:
-            return
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.chmod(os.path.dirname(path), 0o700)
-        if os.path.exists(path):
-            os.unlink(path)
-        old = os.umask(0o177)
-        try:
-            self._listener = await asyncio.start_unix_server(self._admin, path=path)
-        finally:
-            os.umask(old)
-
-    async def stop(self):
-        if self._listener:
-            self._listener.close()
-            try:
-                os.unlink(self.server.cfg.admin_socket)
-            except OSError:
-                pass
+    def stop(self):
+        """Deny what still waits: the daemon is going."""
         for p in self.pending.values():
             if not p.decision.done():
                 p.decision.set_result((False, False, "hostlinkd is stopping"))
@@ -106,10 +86,10 @@ class Approvals:
     async def ask(self, client, sig, timeout_ms, announce):
         """Wait for a decision; returns (approved, reason). ``announce(id)`` tells the client."""
         ident = os.urandom(4).hex()
-        entry = Pending(ident, client.name, sig, self.server.loop)
+        entry = Pending(ident, client.name, sig, self.state.loop)
         self.pending[ident] = entry
-        self.server.audit.write(event="approval", result="waiting", id=ident, client=client.name,
-                                request=sig)
+        self.state.audit.write(event="approval", result="waiting", id=ident, client=client.name,
+                               request=sig)
         self._notify(entry)
         for q in list(self.watchers):
             q.put_nowait(entry.public())
@@ -120,72 +100,27 @@ class Approvals:
             approved, reason = False, "no decision within %d ms (approval_timeout_ms)" % timeout_ms
         finally:
             self.pending.pop(ident, None)
-        self.server.audit.write(event="approval", result="approved" if approved else "denied",
-                                id=ident, client=client.name, reason=reason)
+        self.state.audit.write(event="approval", result="approved" if approved else "denied",
+                               id=ident, client=client.name, reason=reason)
         return approved, reason
 
     def _notify(self, entry):
-        cmd = self.server.cfg.approval_notify
+        cmd = self.state.cfg.approval_notify
         if not cmd:
             return
         env = dict(os.environ, HOSTLINK_APPROVAL_ID=entry.id, HOSTLINK_CLIENT=entry.client,
                    HOSTLINK_REQUEST=describe(entry.sig), HOSTLINK_CWD=entry.sig["cwd"],
-                   HOSTLINK_NODE=self.server.cfg.node)
+                   HOSTLINK_NODE=self.state.cfg.node)
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
-            self.server.reaper.watch(proc, lambda status: None)
+            self.state.reaper.watch(proc, lambda status: None)
         except OSError as exc:
             log.error("approval_notify failed: %s", exc)
 
-    # ---- the admin socket: one JSON object per line each way -----------------------------------
-
-    async def _admin(self, reader, writer):
-        sock = writer.get_extra_info("socket")
-        import struct
-        import socket as socket_mod
-        pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket_mod.SOL_SOCKET, socket_mod.SO_PEERCRED, 12))
-        try:
-            if uid not in (0, os.getuid()):
-                await self._reply(writer, {"ok": False, "error": "the admin socket is for root"})
-                return
-            line = await asyncio.wait_for(reader.readline(), 30)
-            try:
-                req = json.loads(line or b"{}")
-            except ValueError:
-                await self._reply(writer, {"ok": False, "error": "not JSON"})
-                return
-            op = req.get("op")
-            if op == "list":
-                await self._reply(writer, {"ok": True, "pending": [p.public() for p in self.pending.values()]})
-            elif op == "watch":
-                await self._watch(writer)
-            elif op in ("approve", "deny"):
-                await self._reply(writer, self._decide(req, op == "approve", uid))
-            else:
-                await self._reply(writer, {"ok": False, "error": "unknown op %r" % op})
-        except (ConnectionError, asyncio.TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    async def _reply(self, writer, obj):
-        writer.write((json.dumps(obj) + "\n").encode())
-        await writer.drain()
-
-    async def _watch(self, writer):
-        q = asyncio.Queue()
-        self.watchers.add(q)
-        try:
-            for p in list(self.pending.values()):
-                await self._reply(writer, p.public())
-            while True:
-                await self._reply(writer, await q.get())
-        finally:
-            self.watchers.discard(q)
-
-    def _decide(self, req, approve, uid):
+    def decide(self, req, approve, uid):
+        """Answer the pending request ``req["id"]``; the admin socket's reply."""
         entry = self.pending.get(str(req.get("id", "")))
         if entry is None or entry.decision.done():
             return {"ok": False, "error": "no pending request %s" % req.get("id")}
@@ -195,15 +130,15 @@ class Approvals:
             if why:
                 return {"ok": False, "error": "not stored as an always rule: %s; approve once instead" % why}
             out["rule_file"], out["rule"] = self._store(entry)
-            self.server.audit.write(event="policy", result="always_rule", client=entry.client,
-                                    file=out["rule_file"], rule=out["rule"], by_uid=uid)
+            self.state.audit.write(event="policy", result="always_rule", client=entry.client,
+                                   file=out["rule_file"], rule=out["rule"], by_uid=uid)
         reason = str(req.get("reason") or ("approved" if approve else "denied by a person on the host"))
         entry.decision.set_result((approve, bool(req.get("always")), reason))
         return out
 
     def _store(self, entry):
         """Append the exact rule to policy_dir/CLIENT.conf and apply it now; returns (file, text)."""
-        cfg = self.server.cfg
+        cfg = self.state.cfg
         os.makedirs(cfg.policy_dir, mode=0o700, exist_ok=True)
         path = os.path.join(cfg.policy_dir, "%s.conf" % entry.client)
         rule = "always = %s" % json.dumps(entry.sig, sort_keys=True)

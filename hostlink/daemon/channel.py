@@ -12,6 +12,8 @@ import select
 import socket
 import ssl
 
+from ..wire import protocol as p
+
 RECV_SIZE = 256 << 10
 # After our last frame, how long a peer may take to close its end before we close ours anyway.
 LINGER = 2.0
@@ -191,6 +193,22 @@ class Channel:
 
     def close(self):
         self.sock.close()
+
+
+async def next_event(chan, conn, fds):
+    """The next event from the peer on ``chan``, reading as needed (passed descriptors go to
+    ``fds``); None when it closed cleanly."""
+    while True:
+        event = conn.next_event()
+        if event is not p.NEED_DATA:
+            return event
+        if conn.buffered > p.MAX_BUFFER:
+            raise p.RemoteProtocolError("peer sent more than one frame ahead")
+        data, new_fds = await chan.recv()
+        fds.extend(new_fds)
+        if len(fds) > MAX_FDS:
+            raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
+        conn.receive_data(data)
 
 
 def close_all(fds):

@@ -26,7 +26,7 @@ def _bool(text):
     raise ValueError("expected true/false, yes/no, on/off or 1/0")
 
 
-def _int(low, high):
+def _int_in(low, high):
     def parse(text):
         try:
             value = int(text, 10)
@@ -83,33 +83,33 @@ KEYS = {
     "unix_enabled": (_bool, True, "listen on the Unix socket"),
     "socket_mode": (_mode, 0o660, "owner and socket group may connect, others not"),
     "socket_group": (_str, "", "group that may connect; empty keeps the daemon's group"),
-    "max_concurrent": (_int(1, 4096), 16, "commands running at once; one more is told busy"),
-    "max_connections": (_int(1, 65536), 512, "open connections of any kind (fds are finite)"),
-    "max_unauthenticated": (_int(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
-    "auth_timeout_ms": (_int(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
-    "default_timeout_ms": (_int(0, 30 * _DAY_MS), 30000, "timeout when the client asks none (0: none)"),
-    "max_timeout_ms": (_int(0, 30 * _DAY_MS), 24 * _HOUR_MS, "largest timeout a client may ask (0: no cap)"),
-    "kill_grace_ms": (_int(0, 600000), 2000, "time between SIGTERM and SIGKILL"),
-    "shutdown_grace_ms": (_int(0, 3600000), 10000, "on SIGTERM, how long running commands may finish"),
+    "max_concurrent": (_int_in(1, 4096), 16, "commands running at once; one more is told busy"),
+    "max_connections": (_int_in(1, 65536), 512, "open connections of any kind (fds are finite)"),
+    "max_unauthenticated": (_int_in(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
+    "auth_timeout_ms": (_int_in(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
+    "default_timeout_ms": (_int_in(0, 30 * _DAY_MS), 30000, "timeout when the client asks none (0: none)"),
+    "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 24 * _HOUR_MS, "largest timeout a client may ask (0: no cap)"),
+    "kill_grace_ms": (_int_in(0, 600000), 2000, "time between SIGTERM and SIGKILL"),
+    "shutdown_grace_ms": (_int_in(0, 3600000), 10000, "on SIGTERM, how long running commands may finish"),
     "audit_log": (_optpath, "/var/log/hostlink/audit.log", "one JSON line per request; empty: off"),
     "log_target": (_str, "stderr", "stderr, syslog, or a file path"),
     "log_level": (_choice("debug", "info", "warning", "error"), "info", "least severity logged"),
     "pid_file": (_optpath, "", "write the daemon's pid here"),
-    "namespace_pid": (_int(0, 1 << 22), 0, "sidecar: run commands in this host pid's namespaces"),
+    "namespace_pid": (_int_in(0, 1 << 22), 0, "sidecar: run commands in this host pid's namespaces"),
     "run_as_user": (_str, "", "run commands as this user instead of the daemon's"),
     "tcp_enabled": (_bool, False, "also listen on TCP"),
     "tcp_bind": (_str, "127.0.0.1", "TCP address"),
-    "tcp_port": (_int(1, 65535), 9876, "TCP port (the first hostlink's)"),
+    "tcp_port": (_int_in(1, 65535), 9876, "TCP port (the first hostlink's)"),
     "tcp_allow_any": (_bool, False, "permit a wildcard tcp_bind"),
-    "approval_timeout_ms": (_int(1000, _DAY_MS), 300000, "how long an ask request waits for a person"),
+    "approval_timeout_ms": (_int_in(1000, _DAY_MS), 300000, "how long an ask request waits for a person"),
     "approval_notify": (_str, "", "command run for each new approval request (sh -c)"),
     "admin_socket": (_optpath, "/run/hostlink-admin/admin.sock", "root-only socket of hostlink-approve"),
     "policy_dir": (_optpath, "", "drop-in rules (hostlink-approve --always); default policy.d beside the conf"),
     "job_spool_dir": (_abspath, "/var/lib/hostlink/jobs", "detached jobs' records and output (0700)"),
-    "job_default_timeout_ms": (_int(0, 365 * _DAY_MS), _DAY_MS, "a job's timeout when none is asked (0: none)"),
-    "job_max_timeout_ms": (_int(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
-    "job_max_spool_bytes": (_int(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
-    "job_retention_s": (_int(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),
+    "job_default_timeout_ms": (_int_in(0, 365 * _DAY_MS), _DAY_MS, "a job's timeout when none is asked (0: none)"),
+    "job_max_timeout_ms": (_int_in(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
+    "job_max_spool_bytes": (_int_in(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
+    "job_retention_s": (_int_in(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
     "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),
     "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
@@ -157,7 +157,7 @@ CLIENT_KEYS = {
     "env_allow": (_str, None, True),
     "run_as": (_str, "", False),
     "run_as_group": (_str, "", False),
-    "max_timeout_ms": (_int(0, 30 * _DAY_MS), 0, False),
+    "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 0, False),
     "ping_only": (_bool, False, False),
 }
 

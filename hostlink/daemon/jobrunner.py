@@ -1,4 +1,4 @@
-"""The supervisor of one detached job: ``python3 -m hostlink.jobrunner SPOOL/ID``.
+"""The supervisor of one detached job: ``python3 -S -m hostlink.daemon.jobrunner SPOOL/ID``.
 
 hostlinkd starts one runner per job in its own session. The runner starts the command, copies its
 output into the spool (``stdout``, ``stderr``) up to job_max_spool_bytes (past that it drains and
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .spawn import build_argv, build_env, kill_group
+from .spawn import as_user, become_subreaper, build_argv, build_env, kill_group
 
 CHUNK = 1 << 16
 
@@ -77,24 +77,20 @@ def sweep(sig):
             pass
 
 
+def signal_all(proc, sig):
+    """``sig`` to the command's process group and to everything that left it."""
+    kill_group(proc.pid, sig)
+    sweep(sig)
+
+
 def main(spool):
-    from .spawn import become_subreaper
     become_subreaper()
     job = read_json(os.path.join(spool, "job.json"))
-    spec = _Spec(job)
-    import pwd
-    user = pwd.getpwnam(job["user"])
-    env = build_env(spec, user, spec.env)
-    argv = build_argv(spec, spec, env, spec.cwd)
-    kw = {}
-    if user.pw_uid != os.getuid():
-        kw = {"user": user.pw_uid, "group": job.get("gid", user.pw_gid),
-              "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
+    argv, kw = _command(job)
     started = time.time()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=None if spec.namespace_pid else spec.cwd,
-                                env=env, close_fds=True, start_new_session=True,
+                                stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
                                 restore_signals=True, **kw)
     except OSError as exc:
         write_state(spool, state="failed", error=str(exc), started=started, ended=time.time(),
@@ -102,10 +98,32 @@ def main(spool):
         return 0
     write_state(spool, state="running", pid=proc.pid, runner_pid=os.getpid(), started=started)
     # hostlinkd cancels a job by signalling its runner: SIGTERM asks, SIGUSR1 kills.
-    signal.signal(signal.SIGTERM, lambda s, f: (kill_group(proc.pid, signal.SIGTERM), sweep(signal.SIGTERM)))
-    signal.signal(signal.SIGUSR1, lambda s, f: (kill_group(proc.pid, signal.SIGKILL), sweep(signal.SIGKILL)))
+    signal.signal(signal.SIGTERM, lambda s, f: signal_all(proc, signal.SIGTERM))
+    signal.signal(signal.SIGUSR1, lambda s, f: signal_all(proc, signal.SIGKILL))
     if os.path.exists(os.path.join(spool, "cancel")):
         kill_group(proc.pid, signal.SIGTERM)  # cancelled while it was starting
+    counts, timed_out = _supervise(proc, job, spool, started)
+    final = _outcome(proc, spool, started, counts, timed_out, job["max_spool_bytes"])
+    write_state(spool, **final)
+    _audit(job, final)
+    return 0
+
+
+def _command(job):
+    """(argv, Popen keywords) that run the job's command as its user, in its directory."""
+    import pwd
+    spec = _Spec(job)
+    user = pwd.getpwnam(job["user"])
+    env = build_env(spec, user, spec.env)
+    argv = build_argv(spec, spec, env, spec.cwd)
+    kw = as_user(user, job.get("gid", user.pw_gid))
+    kw.update(cwd=None if spec.namespace_pid else spec.cwd, env=env)
+    return argv, kw
+
+
+def _supervise(proc, job, spool, started):
+    """Copy the command's output into the spool until it ends, enforcing the timeout on the whole
+    group; (bytes per stream, timed out)."""
     cap = job["max_spool_bytes"]
     counts = {"stdout": 0, "stderr": 0}
     files = {"stdout": open(os.path.join(spool, "stdout"), "ab"),
@@ -117,34 +135,42 @@ def main(spool):
     timed_out = False
     kill_at = None
     while sel.get_map():
-        wait = 0.5
         now = time.time()
         if deadline and now >= deadline and not timed_out:
             timed_out = True
-            kill_group(proc.pid, signal.SIGTERM)
-            sweep(signal.SIGTERM)
+            signal_all(proc, signal.SIGTERM)
             kill_at = now + job["kill_grace_ms"] / 1000
         if kill_at and now >= kill_at:
-            kill_group(proc.pid, signal.SIGKILL)
-            sweep(signal.SIGKILL)
+            signal_all(proc, signal.SIGKILL)
             kill_at = None
-        for key, _ in sel.select(wait):
-            data = os.read(key.fileobj.fileno(), CHUNK)
-            if not data:
-                sel.unregister(key.fileobj)
-                continue
-            name = key.data
-            room = cap - counts["stdout"] - counts["stderr"]
-            if room > 0:
-                files[name].write(data[:room])
-                files[name].flush()
-            counts[name] += len(data)  # past the cap: drained and counted, never blocking the job
+        for key, _ in sel.select(0.5):
+            _copy(key, sel, files, counts, cap)
         if proc.poll() is not None and not sel.get_map():
             break
+    for f in files.values():
+        f.close()
+    return counts, timed_out
+
+
+def _copy(key, sel, files, counts, cap):
+    """One read from a ready output pipe into its spool file, up to the cap on both together."""
+    data = os.read(key.fileobj.fileno(), CHUNK)
+    if not data:
+        sel.unregister(key.fileobj)
+        return
+    name = key.data
+    room = cap - counts["stdout"] - counts["stderr"]
+    if room > 0:
+        files[name].write(data[:room])
+        files[name].flush()
+    counts[name] += len(data)  # past the cap: drained and counted, never blocking the job
+
+
+def _outcome(proc, spool, started, counts, timed_out, cap):
+    """Wait for the command, clear up what it left, and return the final state.json."""
     proc.wait()
     if timed_out or os.path.exists(os.path.join(spool, "cancel")):
-        kill_group(proc.pid, signal.SIGKILL)  # what is left of its group,
-        sweep(signal.SIGKILL)  # and what left the group
+        signal_all(proc, signal.SIGKILL)  # what is left of its group, and what left the group
     while True:  # reap what the sweep and the subreaper gave us
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
@@ -154,15 +180,11 @@ def main(spool):
     code = proc.returncode
     sig = -code if code < 0 else 0
     code = 128 + sig if sig else code
-    state = "timeout" if timed_out else "cancelled" if os.path.exists(os.path.join(spool, "cancel")) else "exited"
-    for f in files.values():
-        f.close()
-    final = dict(state=state, pid=proc.pid, runner_pid=os.getpid(), started=started, ended=time.time(),
-                 exit_code=code, signal=sig, stdout_bytes=counts["stdout"], stderr_bytes=counts["stderr"],
-                 spool_truncated=counts["stdout"] + counts["stderr"] > cap)
-    write_state(spool, **final)
-    _audit(job, final)
-    return 0
+    cancelled = os.path.exists(os.path.join(spool, "cancel"))
+    state = "timeout" if timed_out else "cancelled" if cancelled else "exited"
+    return dict(state=state, pid=proc.pid, runner_pid=os.getpid(), started=started,
+                ended=time.time(), exit_code=code, signal=sig, stdout_bytes=counts["stdout"],
+                stderr_bytes=counts["stderr"], spool_truncated=counts["stdout"] + counts["stderr"] > cap)
 
 
 def _audit(job, final):

@@ -12,16 +12,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 from ..wire import protocol as p
+from .errors import BadRequest, NotFound, SpawnFailed
 from .jobrunner import read_json
-from .spawn import SpawnError, kill_group
+from .spawn import helper, kill_group
 
 FINAL = ("exited", "timeout", "cancelled", "failed", "lost")
 POLL = 0.05  # how often a follower looks for new output: well under a human's notice
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _alive(pid, ident):
@@ -32,17 +31,19 @@ def _alive(pid, ident):
         return False
 
 
-class Jobs:
-    def __init__(self, server):
-        self.server = server
+class JobSpool:
+    """The detached jobs in job_spool_dir: start one, and answer a client's JobRequest."""
+
+    def __init__(self, state):
+        self.state = state  # for the current configuration and the reaper
 
     @property
     def spool(self):
-        return self.server.cfg.job_spool_dir
+        return self.state.cfg.job_spool_dir
 
     def start(self, client, req, cwd, user, timeout):
         """Start ``req`` as a detached job; returns its id."""
-        cfg = self.server.cfg
+        cfg = self.state.cfg
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
         os.chmod(self.spool, 0o700)
         ident = os.urandom(6).hex()  # 12 hex digits, as the first hostlink's ids
@@ -56,25 +57,23 @@ class Jobs:
                "audit_log": cfg.audit_log, "created": time.time()}
         with open(os.path.join(d, "job.json"), "w") as f:
             json.dump(job, f)
-        env = {"PYTHONPATH": _PKG_PARENT, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        argv, env = helper("jobrunner", d)
+        env.update(PATH="/usr/bin:/bin", LANG="C.UTF-8")
         try:
-            # -S: no site, whose .pth files can cost more than the runner itself (PYTHONPATH
-            # names the package); 100 jobs at once start about a third faster (bench/).
-            proc = subprocess.Popen([sys.executable, "-S", "-m", "hostlink.daemon.jobrunner", d], env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(d, "runner.log"), "wb"), cwd="/",
                                     start_new_session=True, close_fds=True)
         except OSError as exc:
-            raise SpawnError("spawn_failed", "cannot start the job runner: %s" % exc.strerror) from None
-        self.server.reaper.watch(proc, lambda status: None)
+            raise SpawnFailed("cannot start the job runner: %s" % exc.strerror) from None
+        self.state.reaper.watch(proc, lambda status: None)
         return ident
 
     def _find(self, client, ident):
         if len(ident) != 12 or any(c not in "0123456789abcdef" for c in ident):
-            raise SpawnError("bad_request", "malformed job id %r (12 lowercase hex digits)" % ident[:40])
+            raise BadRequest("malformed job id %r (12 lowercase hex digits)" % ident[:40])
         job = read_json(os.path.join(self.spool, os.path.basename(ident), "job.json")) if ident else None
         if job is None or job.get("client") != client.name:
-            raise SpawnError("not_found", "no job %s (for client %s)" % (ident, client.name))
+            raise NotFound("no job %s (for client %s)" % (ident, client.name))
         return job
 
     def status(self, job):
@@ -103,7 +102,7 @@ class Jobs:
             names = os.listdir(self.spool)
         except OSError:
             return
-        cutoff = time.time() - self.server.cfg.job_retention_s
+        cutoff = time.time() - self.state.cfg.job_retention_s
         for name in names:
             state = read_json(os.path.join(self.spool, name, "state.json")) or {}
             if state.get("state") in FINAL and state.get("ended", time.time()) < cutoff:
@@ -111,80 +110,86 @@ class Jobs:
 
     # ---- requests ------------------------------------------------------------------------------
 
-    async def handle(self, chan, conn, client, req, record):
-        """Answer one JobRequest."""
-        record.update(event="job_" + req.action, job=req.id)
+    async def answer(self, client, req, send):
+        """Answer one JobRequest: (result to audit, last event to send); ``send(event)`` sends
+        what comes before it."""
         self.sweep()
         if req.action == "list":
-            jobs = []
-            for name in os.listdir(self.spool) if os.path.isdir(self.spool) else ():
-                job = read_json(os.path.join(self.spool, name, "job.json"))
-                if job and job.get("client") == client.name:
-                    jobs.append(self.status(job))
-            jobs.sort(key=lambda j: j["created"], reverse=True)  # newest first
-            return await self._reply(chan, conn, {"jobs": jobs}, record)
+            return _reply({"jobs": self._list(client)})
         job = self._find(client, req.id)
         if req.action == "status":
-            return await self._reply(chan, conn, self.status(job), record)
+            return _reply(self.status(job))
         if req.action == "cancel":
-            st = self.status(job)
-            if st["state"] in FINAL:
-                raise SpawnError("not_found", "job %s already ended (%s)" % (job["id"], st["state"]))
-            open(os.path.join(self.spool, job["id"], "cancel"), "w").close()
-            state = read_json(os.path.join(self.spool, job["id"], "state.json")) or {}
-            if state.get("runner_pid") and _alive(state["runner_pid"], job["id"]):
-                # The runner signals the group and everything that left it (jobrunner.sweep).
-                os.kill(state["runner_pid"], signal.SIGUSR1 if req.kill else signal.SIGTERM)
-            elif st.get("pid"):
-                kill_group(st["pid"], 9 if req.kill else 15)
-            return await self._reply(chan, conn, {"id": job["id"], "cancelled": True,
-                                                  "signal": 9 if req.kill else 15}, record)
+            return _reply(self._cancel(job, req.kill))
         if req.action == "rm":
             if self.status(job)["state"] not in FINAL:
-                raise SpawnError("bad_request", "job %s is still running: cancel it first" % job["id"])
+                raise BadRequest("job %s is still running: cancel it first" % job["id"])
             shutil.rmtree(os.path.join(self.spool, job["id"]), ignore_errors=True)
-            return await self._reply(chan, conn, {"id": job["id"], "removed": True}, record)
+            return _reply({"id": job["id"], "removed": True})
         if req.action in ("tail", "wait"):
-            return await self._stream(chan, conn, job, req, record)
-        raise SpawnError("bad_request", "unknown job action %r" % req.action)
+            return await self._stream(send, job, req)
+        raise BadRequest("unknown job action %r" % req.action)
 
-    async def _reply(self, chan, conn, obj, record):
-        record["result"] = "ok"
-        await chan.send(conn.send(p.Reply(json.dumps(obj))))
+    def _list(self, client):
+        jobs = []
+        for name in os.listdir(self.spool) if os.path.isdir(self.spool) else ():
+            job = read_json(os.path.join(self.spool, name, "job.json"))
+            if job and job.get("client") == client.name:
+                jobs.append(self.status(job))
+        jobs.sort(key=lambda j: j["created"], reverse=True)  # newest first
+        return jobs
 
-    async def _stream(self, chan, conn, job, req, record):
+    def _cancel(self, job, kill):
+        st = self.status(job)
+        if st["state"] in FINAL:
+            raise NotFound("job %s already ended (%s)" % (job["id"], st["state"]))
+        open(os.path.join(self.spool, job["id"], "cancel"), "w").close()
+        state = read_json(os.path.join(self.spool, job["id"], "state.json")) or {}
+        if state.get("runner_pid") and _alive(state["runner_pid"], job["id"]):
+            # The runner signals the group and everything that left it (jobrunner.sweep).
+            os.kill(state["runner_pid"], signal.SIGUSR1 if kill else signal.SIGTERM)
+        elif st.get("pid"):
+            kill_group(st["pid"], 9 if kill else 15)
+        return {"id": job["id"], "cancelled": True, "signal": 9 if kill else 15}
+
+    async def _stream(self, send, job, req):
         """tail: the spooled output (and, with follow, what is written next); wait: the outcome."""
-        await chan.send(conn.send(p.Started(0, 0)))
+        await send(p.Started(0, 0))
         path = os.path.join(self.spool, job["id"], "stderr" if req.stream == "stderr" else "stdout")
-        kind = p.Stdout  # a log view: either stream is printed on stdout, as the first hostlink did
         pos = 0
         follow = req.follow or req.action == "wait"
         while True:
             st = self.status(job)
             if req.action == "tail":
-                pos = await self._send_new(chan, conn, path, pos, kind)
+                pos = await _send_new(send, path, pos)
             if not follow or st["state"] in FINAL:
                 if req.action == "tail" and follow:
-                    pos = await self._send_new(chan, conn, path, pos, kind)  # the last words
+                    pos = await _send_new(send, path, pos)  # the last words
                 break
             await asyncio.sleep(POLL)
-        record["result"] = st["state"]
-        if req.action == "wait":
-            code = st.get("exit_code", 255 if st["state"] == "lost" else 0)
-            await chan.send(conn.send(p.Exit(code, st.get("signal", 0), st["state"] == "timeout",
-                                             int((st.get("ended", time.time()) - st.get("started", time.time())) * 1000))))
-        else:
-            await chan.send(conn.send(p.Exit(0, 0, False, 0)))
+        if req.action != "wait":
+            return st["state"], p.Exit(0, 0, False, 0)
+        code = st.get("exit_code", 255 if st["state"] == "lost" else 0)
+        now = time.time()
+        return st["state"], p.Exit(code, st.get("signal", 0), st["state"] == "timeout",
+                                   int((st.get("ended", now) - st.get("started", now)) * 1000))
 
-    async def _send_new(self, chan, conn, path, pos, kind):
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                while True:
-                    data = f.read(p.MAX_FRAME)
-                    if not data:
-                        return pos
-                    pos += len(data)
-                    await chan.send(conn.send(kind(data)))
-        except FileNotFoundError:
-            return pos
+
+def _reply(obj):
+    return "ok", p.Reply(json.dumps(obj))
+
+
+async def _send_new(send, path, pos):
+    """Send what ``path`` holds past ``pos`` as Stdout frames; returns the new position. A log view:
+    either stream is printed on stdout, as the first hostlink did."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            while True:
+                data = f.read(p.MAX_FRAME)
+                if not data:
+                    return pos
+                pos += len(data)
+                await send(p.Stdout(data))
+    except FileNotFoundError:
+        return pos

@@ -86,7 +86,7 @@ def main(argv=None):
 
 async def _run(server, path):
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGCHLD, server.reaper.reap)
+    loop.add_signal_handler(signal.SIGCHLD, server.state.reaper.reap)
     loop.add_signal_handler(signal.SIGTERM, server.stop)
     loop.add_signal_handler(signal.SIGINT, server.stop)
     loop.add_signal_handler(signal.SIGHUP, _reload, server, path)

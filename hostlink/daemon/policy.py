@@ -12,7 +12,8 @@ import os
 import pwd
 import shlex
 
-from .spawn import DEFAULT_PATH, DENIED_ENV, SpawnError, host_path
+from .errors import BadRequest, Denied, Internal, SpawnFailed
+from .spawn import DEFAULT_PATH, DENIED_ENV, host_path
 
 
 class Rule:
@@ -64,12 +65,12 @@ def user_for(cfg, client):
     try:
         user = pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())
     except KeyError:
-        raise SpawnError("internal", "run_as user %r does not exist on the host" % name) from None
+        raise Internal("run_as user %r does not exist on the host" % name) from None
     if client.run_as_group:
         try:
             gid = grp.getgrnam(client.run_as_group).gr_gid
         except KeyError:
-            raise SpawnError("internal", "run_as_group %r does not exist" % client.run_as_group) from None
+            raise Internal("run_as_group %r does not exist" % client.run_as_group) from None
         user = pwd.struct_passwd((user.pw_name, user.pw_passwd, user.pw_uid, gid, user.pw_gecos,
                                   user.pw_dir, user.pw_shell))
     return user
@@ -86,17 +87,15 @@ def timeout_for(cfg, client, asked, default, cap):
 
 
 def check(cfg, client, request, cwd):
-    """Raise SpawnError("denied", ...) naming the rule when ``client`` may not make ``request``;
+    """Raise Denied naming the rule when ``client`` may not make ``request``;
     return "ask" when a person must approve it first, None when it may run."""
     who = "client %s" % client.name
     if client.ping_only:
-        raise SpawnError("denied", "%s may only ping (ping_only = true)" % who)
+        raise Denied("%s may only ping (ping_only = true)" % who)
     _check_env(client, request.env, who)
     if client.cwd_allow:
-        real = os.path.realpath(host_path(cfg, cwd))
-        roots = [os.path.realpath(host_path(cfg, d)) for d in client.cwd_allow]
-        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
-            raise SpawnError("denied", "%s may not run in %s (cwd_allow = %s)"
+        if not inside(host_path(cfg, cwd), [host_path(cfg, d) for d in client.cwd_allow]):
+            raise Denied("%s may not run in %s (cwd_allow = %s)"
                              % (who, cwd, " ".join(client.cwd_allow)))
     from .approvals import signature
     approved = signature(request, cwd) in cfg.always.get(client.name, ())
@@ -104,31 +103,57 @@ def check(cfg, client, request, cwd):
         if client.ask_shell and not approved:
             return "ask"
         if client.restricted and not (client.allow_shell or approved):
-            raise SpawnError("denied", "%s has allow/deny rules, so it may only send argv requests "
+            raise Denied("%s has allow/deny rules, so it may only send argv requests "
                                        "(hostlink exec --argv); shell strings cannot be matched "
                                        "safely (allow_shell = true permits them)" % who)
         return None
     exe = resolve(cfg, request.argv[0]) if request.argv else None
     if exe is not None and _is_hostlink_client(host_path(cfg, exe)):
-        raise SpawnError("spawn_failed", "%s on the host is itself a hostlink client or shim: running "
+        raise SpawnFailed("%s on the host is itself a hostlink client or shim: running "
                                          "it would call back into hostlink (a loop)" % exe)
     if exe is None:
         if client.allow:
-            raise SpawnError("denied", "%s: %s is not an executable on the host, so no allow "
+            raise Denied("%s: %s is not an executable on the host, so no allow "
                                        "rule matches it" % (who, request.argv[0] if request.argv else ""))
         return None
     args = list(request.argv[1:])
     for rule in client.deny:
         if rule.matches(exe, args):
-            raise SpawnError("denied", "%s: %s is refused by rule %s" % (who, exe, rule))
+            raise Denied("%s: %s is refused by rule %s" % (who, exe, rule))
     if approved:
         return None
     if any(rule.matches(exe, args) for rule in client.ask):
         return "ask"
     if client.allow and not any(rule.matches(exe, args) for rule in client.allow):
-        raise SpawnError("denied", "%s: no allow rule matches %s %s (rules: %s)"
+        raise Denied("%s: no allow rule matches %s %s (rules: %s)"
                          % (who, exe, " ".join(args), "; ".join(r.text for r in client.allow)))
     return None
+
+
+def check_transfer(cfg, client, request):
+    """Raise a Refused when ``client`` may not make the transfer ``request`` (cp/put/get/df)."""
+    if request.xfer not in ("send", "receive", "df", "stat") or not request.argv:
+        raise BadRequest("unknown transfer %r" % request.xfer)
+    if cfg.namespace_pid:
+        raise BadRequest("transfers are not available in sidecar mode yet")
+    if client.ping_only:
+        raise Denied("client %s may only ping" % client.name)
+    path = request.argv[0]
+    if not path.startswith("/"):
+        raise BadRequest("transfer paths on the host are absolute, got %r" % path)
+    if client.restricted and not client.cwd_allow:
+        raise Denied("client %s has rules but no cwd_allow, so it may not transfer files"
+                     % client.name)
+    if client.cwd_allow and not inside(path, client.cwd_allow):
+        raise Denied("client %s may not transfer %s (cwd_allow = %s)"
+                     % (client.name, path, " ".join(client.cwd_allow)))
+
+
+def inside(path, roots):
+    """Whether ``path``, symlinks resolved, is one of ``roots`` (resolved too) or below one."""
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip("/") + "/")
+               for r in (os.path.realpath(root) for root in roots))
 
 
 def _is_hostlink_client(path):
@@ -144,8 +169,8 @@ def _check_env(client, env, who):
     for name, _ in env:
         explicitly = name in client.env_allow
         if (name in DENIED_ENV or name.startswith("BASH_FUNC_")) and not explicitly:
-            raise SpawnError("denied", "setting %s is not allowed (it changes what runs before the "
+            raise Denied("setting %s is not allowed (it changes what runs before the "
                                        "command; env_allow = %s permits it)" % (name, name))
         if client.env_allow and not any(fnmatch.fnmatchcase(name, p) for p in client.env_allow):
-            raise SpawnError("denied", "%s may not set %s (env_allow = %s)"
+            raise Denied("%s may not set %s (env_allow = %s)"
                              % (who, name, " ".join(client.env_allow)))

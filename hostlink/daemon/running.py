@@ -1,6 +1,7 @@
-"""A running command on behalf of a connection: its process group and timers (Job), and the
-relay between the connection and the command: the client's signals and stdin in, the command's
-output out as frames (relay mode), Exit at the end. server.py starts commands and calls run().
+"""A command running on behalf of a connection: its process group and timers (Command), and its
+run: Started, the client's input and the command's output through the request's exchange, then
+Exit. For HLK2 the exchange relays with client_input() and pump() below: signals and stdin in,
+output out as frames. execute.py starts commands and calls run().
 """
 
 import asyncio
@@ -14,8 +15,9 @@ import termios
 import time
 
 from ..wire import protocol as p
+from ..wire.pipes import grow as grow_pipe
 from . import spawn
-from .channel import MAX_FDS, TooManyFds, wait_readable, wait_writable, within
+from .channel import TooManyFds, next_event, wait_readable, wait_writable, within
 
 log = logging.getLogger("hostlinkd")
 
@@ -29,27 +31,26 @@ SOCKET_BUFFER = 4 << 20
 COALESCE_BELOW = 256 << 10
 # How often a client whose command does not read its stdin is checked for having hung up.
 HANGUP_CHECK = 0.25
-_F_SETPIPE_SZ = 1031
 
 
-class Job:
+class Command:
     """One running command: its process group, timers and how it ended."""
 
-    def __init__(self, server, proc, timeout_ms, client=""):
-        self.server = server
+    def __init__(self, state, proc, timeout_ms, client="", tty=False):
+        self.state = state  # for the loop, the reaper and kill_grace_ms as it is when needed
         self.proc = proc
         self.pgid = proc.pid
         self.started = time.monotonic()
-        self.loop = server.loop
-        self.exited = server.loop.create_future()
+        self.loop = state.loop
+        self.exited = state.loop.create_future()
         self.timed_out = False
-        self.tty = False
+        self.tty = tty
         self.hung_up = False
         self.client = client  # the client that started it: only it may signal it (Kill)
         self._timers = []
         if timeout_ms:
-            self._timers.append(server.loop.call_later(timeout_ms / 1000, self._on_timeout))
-        server.reaper.watch(proc, self._on_exit)
+            self._timers.append(state.loop.call_later(timeout_ms / 1000, self._on_timeout))
+        state.reaper.watch(proc, self._on_exit)
 
     def _on_timeout(self):
         self.timed_out = True
@@ -63,8 +64,8 @@ class Job:
     def terminate(self):
         """SIGTERM to the whole group now, SIGKILL after the grace period."""
         spawn.kill_group(self.pgid, 15)
-        grace = self.server.cfg.kill_grace_ms / 1000
-        self._timers.append(self.server.loop.call_later(grace, spawn.kill_group, self.pgid, 9))
+        grace = self.state.cfg.kill_grace_ms / 1000
+        self._timers.append(self.loop.call_later(grace, spawn.kill_group, self.pgid, 9))
 
     def _on_exit(self, status):
         for t in self._timers:
@@ -79,29 +80,30 @@ class Job:
         return int((time.monotonic() - self.started) * 1000)
 
 
-async def run(job, chan, conn, fds, pipes, timeout):
+async def run(command, exchange, pipes, timeout):
     """Started, then the client's input and the command's output until it ends, then Exit."""
-    await chan.send(conn.send(p.Started(job.proc.pid, timeout)))
-    tasks = [job.loop.create_task(_client_input(chan, conn, fds, job, pipes))]
+    await exchange.started(command.proc.pid, timeout)
+    tasks = [command.loop.create_task(exchange.input(command, pipes))]
     for fd, kind in zip(pipes[1:], (p.Stdout, p.Stderr)):
         if fd >= 0:
-            tasks.append(job.loop.create_task(_pump(chan, conn, fd, kind, job)))
+            tasks.append(command.loop.create_task(exchange.output(fd, kind, command)))
     try:
-        status = await job.exited
+        status = await command.exited
         if len(tasks) > 1:
             await asyncio.gather(*tasks[1:])
-        if job.hung_up:
+        if command.hung_up:
             return
         code, sig = spawn.exit_code(status)
-        await chan.send(conn.send(p.Exit(code, sig, job.timed_out, job.duration_ms)))
+        await exchange.exit(p.Exit(code, sig, command.timed_out, command.duration_ms))
     except (ConnectionError, OSError):
-        job.hang_up()
-        await job.exited
+        command.hang_up()
+        await command.exited
     finally:
         for t in tasks:
             t.cancel()
 
-async def _client_input(chan, conn, fds, job, pipes):
+
+async def client_input(chan, conn, fds, command, pipes):
     """Signals and stdin from the client; its hang-up ends the command."""
     stdin = pipes[0] if pipes else -1
     try:
@@ -111,28 +113,27 @@ async def _client_input(chan, conn, fds, job, pipes):
                 break
             if isinstance(event, p.Signal):
                 if spawn.is_signal(event.signum):
-                    spawn.kill_group(job.pgid, event.signum)
+                    spawn.kill_group(command.pgid, event.signum)
             elif isinstance(event, p.Stdin):
                 if stdin >= 0:
-                    stdin = await _write_all(job.loop, stdin, event.data, chan)
+                    stdin = await _write_all(command.loop, stdin, event.data, chan)
             elif isinstance(event, p.StdinEof):
-                if stdin >= 0 and job.tty:
-                    await _write_all(job.loop, stdin, b"\x04")  # a terminal's end of input
+                if stdin >= 0 and command.tty:
+                    await _write_all(command.loop, stdin, b"\x04")  # a terminal's end of input
                 elif stdin >= 0:
                     os.close(stdin)
                     pipes[0] = stdin = -1
             elif isinstance(event, p.Resize):
-                if job.tty and stdin >= 0 and 0 < event.rows < 10000 and 0 < event.cols < 10000:
-                    import fcntl
-                    import termios
+                if command.tty and stdin >= 0 and 0 < event.rows < 10000 and 0 < event.cols < 10000:
                     fcntl.ioctl(stdin, termios.TIOCSWINSZ,
                                 struct.pack("HHHH", event.rows, event.cols, 0, 0))
     except (ConnectionError, OSError, p.ProtocolError, TooManyFds) as exc:
         log.debug("client input ended: %s", exc)
-    if not job.exited.done():
-        job.hang_up()
+    if not command.exited.done():
+        command.hang_up()
 
-async def _pump(chan, conn, fd, kind, job):
+
+async def pump(chan, conn, fd, kind, command):
     """Relay one output pipe as frames until EOF, or until drained once the command ended."""
     buf = bytearray(RELAY_CHUNK)  # reused: no allocation per chunk
     view = memoryview(buf)
@@ -145,14 +146,14 @@ async def _pump(chan, conn, fd, kind, job):
                 return  # a pseudo-terminal whose other side closed: its end of file
             if not isinstance(exc, BlockingIOError):
                 raise
-            if job.exited.done():
+            if command.exited.done():
                 return  # what a background child writes later is not waited for
             streaming = False
-            await wait_readable(job.loop, fd, until=job.exited)
+            await wait_readable(command.loop, fd, until=command.exited)
             continue
         if not n:
             return
-        if not job.hung_up:
+        if not command.hung_up:
             await chan.send(conn.send_header(kind, n), view[:n])
         if streaming and n < COALESCE_BELOW:
             await asyncio.sleep(0)  # never holds back the first frame after a pause
@@ -178,21 +179,6 @@ async def _write_all(loop, fd, data, chan=None):
             os.close(fd)
             return -1
     return fd
-
-
-async def next_event(chan, conn, fds):
-    """The next event from the peer, reading as needed; None when it closed cleanly."""
-    while True:
-        event = conn.next_event()
-        if event is not p.NEED_DATA:
-            return event
-        if conn.buffered > p.MAX_BUFFER:
-            raise p.ProtocolError("peer sent more than one frame ahead")
-        data, new_fds = await chan.recv()
-        fds.extend(new_fds)
-        if len(fds) > MAX_FDS:
-            raise TooManyFds("more than %d descriptors passed" % MAX_FDS)
-        conn.receive_data(data)
 
 
 def grow_send_buffer(sock):
@@ -222,8 +208,5 @@ def relay_pipes():
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     for fd in (in_w, out_r, err_r):
         os.set_blocking(fd, False)
-    try:
-        fcntl.fcntl(out_r, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged daemon: keep the default
+    grow_pipe(out_r, PIPE_SIZE)  # refused over pipe-max-size (unprivileged): the default stays
     return [in_r, out_w, err_w], [in_w, out_r, err_r]

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from hostlink import zipapp
 from hostlink.client import main as cli
+from hostlink.client.output import dumps
 from hostlink.client.errors import UsageError
 from hostlink.wire import launcher
 
@@ -28,9 +29,9 @@ def test_options_before_command():
 
 def test_exec_options_then_command_words():
     opts = cli.Options()
-    words = cli.parse(["-w", "/tmp", "ls", "-la"], opts, cli._EXEC_OPTIONS)
+    words = cli.parse(["-w", "/tmp", "ls", "-la"], opts, cli.EXEC_OPTIONS)
     assert opts.workdir == "/tmp" and words == ["ls", "-la"]
-    words = cli.parse(["-la"], cli.Options(), cli._EXEC_OPTIONS)
+    words = cli.parse(["-la"], cli.Options(), cli.EXEC_OPTIONS)
     assert words == ["-la"]
 
 
@@ -72,5 +73,5 @@ _plain = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(_plain)
 def test_json_output_is_what_json_dumps_writes(value):
-    # -j prints without importing json (cli._dumps); the bytes must be json's, whatever the value.
-    assert cli._dumps(value) == json.dumps(value, separators=(",", ":"))
+    # -j prints without importing json (output.dumps); the bytes must be json's, whatever the value.
+    assert dumps(value) == json.dumps(value, separators=(",", ":"))

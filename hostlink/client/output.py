@@ -1,0 +1,262 @@
+"""Everything the client tells its user: messages on stderr, results on stdout, -j objects.
+
+The one module of the client that writes messages (the command's own output bytes are data and
+go straight to fds 1 and 2). Imported only when there is something to say: ``hostlink exec``
+that succeeds in fds mode never loads it.
+"""
+
+import sys
+
+USAGE = """\
+usage: hostlink [OPTIONS] COMMAND [ARGS]
+
+Run commands on the host from inside a container, through hostlinkd.
+
+commands:
+  exec CMD...        run CMD with the host's shell (words are joined with spaces, as ssh does)
+  exec --argv PROG ARG...
+                     run PROG with exactly these arguments, no shell
+  ping               check the daemon: prints [node] pong - uptime Xs
+  targets [--ping]   list the targets of targets.conf (-j for JSON); --ping checks each
+  doctor             check the socket, its permissions, the daemon and the token, with fixes
+  cp SRC DST         copy files or directories, one side host:PATH (or TARGET:PATH, or - for a
+                     tar stream): symlinks, modes, times and empty directories kept
+                     [--exclude GLOB]... [--verify]
+  put LOCAL REMOTE   the same as cp LOCAL host:REMOTE;  get REMOTE LOCAL: cp host:REMOTE LOCAL
+  df PATH            free space on the host's filesystem that holds PATH
+  exec -D CMD        start CMD as a detached job: prints its id at once
+  job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID
+                     detached jobs (wait exits as exec would have)
+  shim install NAME... [--dir DIR]
+                     make NAME a link to this client: run as NAME, it runs NAME on the host
+                     with exactly its arguments (shim list, shim remove NAME manage them)
+
+options:
+  -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
+  -k, --token TOKEN        token (env HOSTLINK_TOKEN); must match auth_token in hostlink.conf
+  -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET); a,b,c runs on each
+      --all                run on every target of targets.conf, lines prefixed [name]
+  -a, --address HOST:PORT  a daemon on TCP with no targets entry (with --fingerprint, or --plain)
+  -F, --targets-file PATH  targets file (env HOSTLINK_TARGETS)
+  -w, --workdir DIR        working directory on the host
+  -e, --env NAME=VALUE     set a variable for the command (repeatable)
+  -T, --timeout MS         kill the command's process group after MS milliseconds
+  -C, --connect-timeout MS give up connecting after MS milliseconds (default 5000)
+  -j, --json               print one JSON object with stdout, stderr and exit_code
+  -x, --exit-status        exit with the remote command's own status, as ssh does
+  -m, --max-output SIZE    keep at most SIZE (4K, 16M) of each stream, drain the rest (also
+                           --max-stdout, --max-stderr); -j reports *_truncated
+  -O, --output-to-file     write the output to files (hl_ID_stdout, hl_ID_stderr in
+                           $HOSTLINK_OUTPUT_DIR or /tmp) and report their paths
+      --tty                give the command a pseudo-terminal on the host (as ssh -t), relayed
+      --relay              stream through the connection instead of passing this process's
+                           stdin/stdout/stderr to the command (always so with -j and TCP)
+  -V, --version            print the version
+  -h, --help               print this help
+
+exit codes: 0 ok, 1 the remote command failed (its code is exit_code in -j), 2 cannot connect,
+3 authentication failed, 4 server busy (max_concurrent reached; retry later), 5 timeout (the
+remote process group was killed), 6 denied by policy, 7 client error (bad arguments, targets).
+With -x: the remote status itself, 124 on timeout, 255 when hostlink failed.
+"""
+
+
+def say(message):
+    """One line on stderr, prefixed ``hostlink: ``."""
+    sys.stderr.write("hostlink: %s\n" % message)
+    sys.stderr.flush()
+
+
+def line(text):
+    """One line of a result on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def usage(to_stdout):
+    """The --help text (on stderr when no command was given)."""
+    from .session import DEFAULT_SOCKET
+    (sys.stdout if to_stdout else sys.stderr).write(USAGE % DEFAULT_SOCKET)
+
+
+def version(number):
+    sys.stdout.write("hostlink %s\n" % number)
+
+
+def pong(node, uptime_s, as_json):
+    """The answer of ``hostlink ping``."""
+    if as_json:
+        from .session import new_id
+        print_json({"version": 1, "id": new_id(), "node": node, "status": "ok",
+                    "uptime_s": uptime_s})
+    else:
+        sys.stdout.write("[%s] pong - uptime %ds\n" % (node, uptime_s))
+
+
+def error_json(exc):
+    """The -j object of a request that failed before it had a result."""
+    from .session import new_id
+    print_json({"version": 1, "id": new_id(), "node": "", "status": exc.status,
+                "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
+                "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
+
+
+def exec_json(r, target=None, caps=None):
+    """The -j object of a finished command (``caps``: the -m/-O CappedOutput it went through)."""
+    from .session import new_id
+    out = {"version": 1, "id": caps.id if caps else new_id(), "node": r.node,
+           "status": "timeout" if r.timed_out else "ok",
+           "exit_code": -2 if r.timed_out else r.returncode}
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if caps and caps.paths:
+            out[name + "_file"] = caps.paths[fd]
+            continue
+        text, exact = text_and_base64(getattr(r, name) or b"")
+        out[name] = text
+        if exact is not None:
+            out[name + "_base64"] = exact
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        kept = len(getattr(r, name) or b"")
+        total = caps.total[fd] if caps else kept
+        out[name + "_truncated"] = bool(caps and not caps.paths and total > kept)
+        out[name + "_original_bytes"] = total
+    out.update(duration_ms=r.duration_ms, signal=r.signal, timed_out=r.timed_out)
+    if r.timed_out:
+        out["error_msg"] = "command timed out after %d ms and was killed" % r.timeout_ms
+    if target is not None:
+        out["target"] = target
+    return out
+
+
+def text_and_base64(data):
+    """(text, exact base64 or None): non-UTF-8 bytes become U+FFFD in the text."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        import base64
+        return data.decode("utf-8", "replace"), base64.b64encode(data).decode("ascii")
+
+
+def dumps(obj):
+    """json.dumps(obj, separators=(",", ":")), compact as the first hostlink's scripts parse it.
+
+    Without importing json for the plain values we print: its decoder pulls in re and enum, 12 ms
+    of every -j call (bench/). Strings go through json's own C escaper; anything else falls back
+    to json itself.
+    """
+    try:
+        from _json import encode_basestring_ascii
+        return _encode(obj, encode_basestring_ascii)
+    except (ImportError, TypeError):
+        import json
+        return json.dumps(obj, separators=(",", ":"))
+
+
+def _encode(value, string):
+    if isinstance(value, str):
+        return string(value)
+    if value is None or value is True or value is False:
+        return {None: "null", True: "true", False: "false"}[value]
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is dict and all(type(k) is str for k in value):
+        return "{%s}" % ",".join("%s:%s" % (string(k), _encode(v, string)) for k, v in value.items())
+    if type(value) in (list, tuple):
+        return "[%s]" % ",".join(_encode(v, string) for v in value)
+    raise TypeError("not a plain value: %s" % type(value).__name__)
+
+
+def print_json(obj):
+    """``obj`` as one line of compact JSON on stdout."""
+    sys.stdout.write(dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# ---- exec ---------------------------------------------------------------------------------------
+
+
+def approval_wait(waiting):
+    say("waiting for approval %s on %s: %s (up to %d s)"
+        % (waiting.id, waiting.node, waiting.text, waiting.timeout_ms // 1000))
+
+
+def signal_stuck():
+    say("the signal waits behind input the command has not read; "
+        "press Ctrl-C again to leave (the command is then ended)")
+
+
+def output_files(paths):
+    say("output in %s and %s" % (paths[1], paths[2]))
+
+
+def legacy_output(resp):
+    """The output a first-hostlink daemon answered with, as text."""
+    sys.stdout.write(resp.get("stdout", ""))
+    sys.stderr.write(resp.get("stderr", ""))
+
+
+def job_started(reply):
+    """exec -D: the job id alone on stdout (for id=$(hostlink exec -D ...)), a line for people on stderr."""
+    sys.stdout.write(reply["id"] + "\n")
+    sys.stdout.flush()
+    say("started job %s on %s; follow it with: hostlink job tail -f %s"
+        % (reply["id"], reply["node"], reply["id"]))
+
+
+# ---- jobs, targets, doctor, shims, transfers ----------------------------------------------------
+
+
+def job_reply(action, reply):
+    """The answer of job list, status, cancel or rm, for people."""
+    if action == "list":
+        for j in reply["jobs"]:
+            sys.stdout.write("%-26s %-9s %4s  %s\n"
+                             % (j["id"], j["state"], j.get("exit_code", ""), j["command"]))
+    elif action == "status":
+        for key in ("id", "state", "exit_code", "signal", "command", "cwd", "pid", "timeout_ms",
+                    "stdout_spooled", "stderr_spooled"):
+            if key in reply:
+                sys.stdout.write("%s: %s\n" % (key, reply[key]))
+        if reply.get("spool_truncated"):
+            sys.stdout.write("output: CAPPED at job_max_spool_bytes; the job produced %d bytes\n"
+                             % (reply.get("stdout_bytes", 0) + reply.get("stderr_bytes", 0)))
+    else:
+        sys.stdout.write("%s %s\n" % ("cancelled" if action == "cancel" else "removed", reply["id"]))
+
+
+def targets_table(rows, pinged):
+    """``hostlink targets``: one line per target, its state too when ``pinged``."""
+    width = max(len(r["name"]) for r in rows)
+    wide = max(len(r["where"]) for r in rows)
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        text = "%s %-*s  %-4s  %-*s" % (mark, width, r["name"], r["transport"], wide, r["where"])
+        if pinged:
+            text += "  %s" % r["state"] + ("  %s (up %ds)" % (r["node"], r["uptime_s"])
+                                           if r["state"] == "ok" else "")
+        sys.stdout.write(text.rstrip() + "\n")
+
+
+def free_space(path, where, free, total):
+    """``hostlink df`` for people (``free`` and ``total`` as the host wrote them)."""
+    note = "" if where == path.rstrip("/") else ", the nearest existing ancestor of %s" % path
+    sys.stdout.write("%s free of %s bytes (%s of %s) at %s%s\n"
+                     % (free, total, _size(int(free)), _size(int(total)), where, note))
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
+        n /= 1024.0
+
+
+def received(files, size, verify):
+    """The summary of a get, on stderr."""
+    from ..wire import tarstream
+    sys.stderr.write(tarstream.summary(files, size) if verify
+                     else "received %d files, %d bytes\n" % (files, size))
+
+
+def manifest():
+    """Where the sha256 manifest of a verified get goes: our stdout, as bytes."""
+    return sys.stdout.buffer

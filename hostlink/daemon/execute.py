@@ -1,0 +1,179 @@
+"""Running one request, whichever wire protocol brought it (session.c's do_exec, in OpenSSH's terms).
+
+``authorize`` decides, in one place, whether and how a request runs: policy, the user and working
+directory, and a person's approval where a rule asks for one. ``run_exec`` then starts the command
+on the request's stdio and runs it to its end; ``start_job`` hands it to a job runner instead.
+Both talk to the client only through the ``exchange`` its wire protocol provides:
+
+    refuse(Refused)            the request is refused (before anything ran)
+    waiting(id, node, text, timeout_ms), until_closed()      while a person decides
+    started(pid, timeout_ms), input(command, pipes), output(fd, kind, command), exit(Exit)
+    fds, sock                  the descriptors the client passed, the connection's socket
+
+Nothing is spawned before policy (and a person, where asked) allowed the request.
+"""
+
+import asyncio
+import json
+from collections import namedtuple
+
+from ..wire import protocol as p
+from . import policy, running, spawn
+from .approvals import describe, signature
+from .channel import close_all
+from .errors import Busy, Denied, Refused
+
+# What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where.
+Decision = namedtuple("Decision", "request user cwd approved")
+
+
+class Outcome:
+    """How an exec or job start ended, as the fields it adds to the request's audit line."""
+
+    __slots__ = ("approved", "fields")
+
+    def __init__(self):
+        self.approved = False
+        self.fields = {}
+
+    def refused(self, exc):
+        self.fields.update(result=exc.code, error=exc.message)
+
+    def audit(self):
+        """The audit fields, in the order the daemon has always written them."""
+        return dict(approved=True, **self.fields) if self.approved else self.fields
+
+
+def asked(req):
+    """What an Exec asks to run, as its audit line names it."""
+    return {"argv": list(req.argv)} if req.argv is not None else {"command": req.command}
+
+
+async def authorize(state, client, req, exchange):
+    """The Decision to run ``req`` for ``client``; a Refused when it may not run."""
+    cfg = state.cfg
+    user = policy.user_for(cfg, client)
+    cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
+    if req.xfer:
+        policy.check_transfer(cfg, client, req)
+        return Decision(transfer_request(req), user, cwd, False)
+    if policy.check(cfg, client, req, cwd) != "ask":
+        return Decision(req, user, cwd, False)
+    approved, reason = await _approval(state, client, req, cwd, exchange)
+    if not approved:
+        raise Denied("not approved on %s: %s" % (cfg.node, reason))
+    return Decision(req, user, cwd, True)
+
+
+async def _approval(state, client, req, cwd, exchange):
+    """Wait for a person to approve the request; (approved, reason). A hang-up withdraws it."""
+    sig = signature(req, cwd)
+    timeout = state.cfg.approval_timeout_ms
+
+    async def announce(ident):
+        await exchange.waiting(ident, state.cfg.node, describe(sig), timeout)
+    ask = state.loop.create_task(state.approvals.ask(client, sig, timeout, announce))
+    gone = state.loop.create_task(exchange.until_closed())
+    done, _ = await asyncio.wait({ask, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if ask in done:
+        gone.cancel()
+        return ask.result()
+    ask.cancel()
+    raise ConnectionResetError("the client went away while waiting for approval")
+
+
+def transfer_request(req):
+    """hostlink cp/put/get/df as the request that runs its host-side helper (the client's user)."""
+    argv, env = spawn.helper("transfer_helper", req.xfer, *req.argv)
+    fields = {n: getattr(req, n) for n in req.__slots__}
+    fields.update(argv=tuple(argv), command=None, env=tuple(env.items()), xfer="")
+    return p.Exec(**fields)
+
+
+async def run_exec(state, client, req, exchange):
+    """Run one exec request to its end; its Outcome. RemoteProtocolError when it is malformed."""
+    cfg = state.cfg
+    outcome = Outcome()
+    if len(state.commands) >= cfg.max_concurrent:
+        outcome.fields["result"] = "busy"
+        await exchange.refuse(Busy("server busy: %d commands running (max_concurrent = %d)"
+                                   % (len(state.commands), cfg.max_concurrent)))
+        return outcome
+    if req.timeout_ms < 0:
+        raise p.RemoteProtocolError("timeout_ms must not be negative")
+    timeout = policy.timeout_for(cfg, client, req.timeout_ms,  # transfers: as long as they take
+                                 0 if req.xfer else cfg.default_timeout_ms, cfg.max_timeout_ms)
+    stdio, ours = _stdio(req, exchange)
+    tty = req.tty and req.mode == "relay"
+    try:
+        decision = await authorize(state, client, req, exchange)
+        outcome.approved = decision.approved
+        proc = spawn.spawn(cfg, decision.request, decision.user, decision.cwd, *stdio, tty=tty)
+    except Refused as exc:
+        close_all(ours)
+        outcome.refused(exc)
+        await exchange.refuse(exc)
+        return outcome
+    finally:
+        close_all(stdio)  # the child has its copies; ours would hold pipes open
+    await _run(state, running.Command(state, proc, timeout, client.name, tty), exchange, ours,
+               timeout, outcome)
+    return outcome
+
+
+def _stdio(req, exchange):
+    """(the child's stdin, stdout, stderr; our ends) for the request's mode."""
+    if req.mode == "fds":
+        if len(exchange.fds) != 3:
+            raise p.RemoteProtocolError("fds mode needs exactly 3 descriptors, got %d"
+                                        % len(exchange.fds))
+        stdio = exchange.fds[:]
+        del exchange.fds[:]  # now owned by stdio: closed once, after the spawn
+        return stdio, []
+    if req.mode == "relay":
+        if exchange.fds:
+            raise p.RemoteProtocolError("relay mode takes no descriptors")
+        stdio, ours = running.pty(req) if req.tty else running.relay_pipes()
+        running.grow_send_buffer(exchange.sock)
+        return stdio, ours
+    raise p.RemoteProtocolError("unknown mode %r" % req.mode)
+
+
+async def _run(state, command, exchange, ours, timeout, outcome):
+    """Run a started command to its end and note how it ended in ``outcome``."""
+    state.commands.add(command)
+    outcome.fields.update(pid=command.proc.pid, timeout_ms=timeout)
+    try:
+        await running.run(command, exchange, ours, timeout)
+    except (ConnectionError, OSError, asyncio.CancelledError):
+        pass  # the client is gone or the daemon stops: the outcome says how far it went
+    finally:
+        state.commands.discard(command)
+        close_all(ours)
+        status = command.exited.result() if command.exited.done() else None
+        if status is not None:
+            code, sig = spawn.exit_code(status)
+            outcome.fields.update(exit_code=code, signal=sig)
+        outcome.fields.update(
+            result="timeout" if command.timed_out else "hangup" if command.hung_up else
+            "ok" if status is not None else "disconnected",
+            timed_out=command.timed_out, duration_ms=command.duration_ms)
+
+
+async def start_job(state, client, req, exchange):
+    """exec -D: authorize as for exec, start a job runner; (Outcome, Reply to send)."""
+    cfg = state.cfg
+    outcome = Outcome()
+    try:
+        decision = await authorize(state, client, req, exchange)
+        outcome.approved = decision.approved
+        req = decision.request
+        timeout = policy.timeout_for(cfg, client, req.timeout_ms, cfg.job_default_timeout_ms,
+                                     cfg.job_max_timeout_ms)
+        ident = state.jobs.start(client, req, decision.cwd, decision.user, timeout)
+    except Refused as exc:
+        outcome.refused(exc)
+        await exchange.refuse(exc)
+        return outcome, None
+    outcome.fields.update(result="ok", job=ident, timeout_ms=timeout)
+    return outcome, p.Reply(json.dumps({"id": ident, "node": cfg.node, "timeout_ms": timeout}))

@@ -1,0 +1,33 @@
+"""What the parts of hostlinkd share while it runs (uvicorn's ServerState): never the listener itself.
+
+The listener makes one ServerState and swaps ``cfg`` and ``audit`` on reload; everyone else reads
+them here at the time of use, so a reload applies to the next request.
+"""
+
+import time
+
+from . import spawn
+from .approvals import Approvals
+from .audit import AuditLog
+from .auth import Penalties
+from .jobs import JobSpool
+
+
+class ServerState:
+    """The current configuration and audit log, the loop and reaper, and the work in hand."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.audit = AuditLog(cfg.audit_log)
+        self.loop = None  # set when the server runs
+        self.reaper = spawn.Reaper()
+        self.started = time.monotonic()
+        self.tls_context = None  # set when a TCP listener offers TLS
+        self.commands = set()  # running.Command: commands running on a connection
+        self.penalties = Penalties()
+        self.jobs = JobSpool(self)
+        self.approvals = Approvals(self)
+
+    @property
+    def uptime_s(self):
+        return int(time.monotonic() - self.started)
