@@ -4,7 +4,7 @@ mode: relayed output kept up to a cap, the rest drained and counted, or written 
 import os
 
 from .errors import UsageError
-from .relay import write_all
+from .capture import write_all
 from .session import new_id
 
 

@@ -5,7 +5,7 @@ import threading
 
 from . import output, targets_conf
 from .errors import HostlinkError
-from .relay import write_all
+from .capture import write_all
 from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, whole_ms,
                       with_fields)
 

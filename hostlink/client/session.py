@@ -230,7 +230,7 @@ class Session:
             for _, w in pipes:
                 posix.close(w)  # the command has its own; ours would hold off the end
         if pipes:
-            from .relay import collect
+            from .capture import collect
             collect(self, capture, out, pipes[0][0], pipes[1][0])
         else:
             while self.handle(self.next_event(), None):
