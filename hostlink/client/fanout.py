@@ -6,8 +6,8 @@ import threading
 from . import output, targets_conf
 from .errors import HostlinkError
 from .capture import write_all
-from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, whole_ms,
-                      with_fields)
+from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, token_for,
+                      whole_ms, with_fields)
 
 
 def names(opts, environ, warnings):
@@ -23,8 +23,7 @@ def run(opts, environ, warnings, names, req):
     eps = []
     for name in names:
         ep = target_endpoint(name, opts.targets_file, environ, warnings)
-        if opts.token is not None:
-            ep.token = opts.token
+        ep.token = token_for(opts, environ, ep.token)
         eps.append(ep)
         need_token(ep)
     req = with_fields(req, mode="relay")

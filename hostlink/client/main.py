@@ -59,6 +59,7 @@ class Options:
         self.max_output = self.max_stdout = self.max_stderr = None
         self.verify = False
         self.fingerprint = ""
+        self.compat = False  # started as hostlink-cli: the first hostlink's codes and answers
 
 
 def parse(args, opts, allowed=None):
@@ -140,6 +141,7 @@ def ping(opts, words, environ, warnings):
 def run(argv, environ, compat=False):
     """Run the command line ``argv``; returns the exit code."""
     opts = Options()
+    opts.compat = compat
     warnings = []  # lines worth telling but not fatal (targets.conf); told at the end
     try:
         code = dispatch(argv, opts, environ, warnings)

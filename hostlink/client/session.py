@@ -54,7 +54,6 @@ def whole_ms(value, name, low=0):
 
 def endpoint(opts, environ, warnings, target=None):
     """The Endpoint the options and environment name (``target`` overrides -t)."""
-    token = opts.token if opts.token is not None else environ.get("HOSTLINK_TOKEN")
     if opts.socket:
         ep = Endpoint(socket=opts.socket)
     elif opts.address:
@@ -68,9 +67,19 @@ def endpoint(opts, environ, warnings, target=None):
             ep = target_endpoint(name, opts.targets_file, environ, warnings)
         else:
             ep = Endpoint(socket=environ.get("HOSTLINK_SOCKET") or DEFAULT_SOCKET)
-    if token is not None:
-        ep.token = token
+    ep.token = token_for(opts, environ, ep.token)
     return ep
+
+
+def token_for(opts, environ, own):
+    """-k, else the target's own token, else HOSTLINK_TOKEN. Under the name hostlink-cli the
+    first hostlink's order: -k, else HOSTLINK_TOKEN when set, else the target's."""
+    if opts.token is not None:
+        return opts.token
+    env = environ.get("HOSTLINK_TOKEN") or ""
+    if opts.compat and env:
+        return env
+    return own or env
 
 
 def target_endpoint(name, targets_file, environ, warnings):

@@ -4,7 +4,7 @@ import threading
 
 from . import output, targets_conf
 from .errors import AuthFailed, ConnectFailed, HostlinkError
-from .session import Endpoint, connect_timeout, ping, target_endpoint
+from .session import Endpoint, connect_timeout, ping, target_endpoint, token_for
 
 PING_CONNECT_TIMEOUT_MS = 2000  # many targets at once: an unreachable one must not hold the list
 
@@ -36,8 +36,7 @@ def _ping_row(row, opts, environ, warnings):
             ep = Endpoint(name="(local)", socket=row["where"])
         else:
             ep = target_endpoint(row["name"], opts.targets_file, environ, warnings)
-        if not ep.token:
-            ep.token = opts.token or environ.get("HOSTLINK_TOKEN", "")
+        ep.token = token_for(opts, environ, ep.token)
         row["node"], row["uptime_s"] = ping(ep, min(connect_timeout(opts), PING_CONNECT_TIMEOUT_MS))
         row["state"] = "ok"
     except AuthFailed:

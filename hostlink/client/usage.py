@@ -28,7 +28,7 @@ commands:
 
 options:
   -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
-  -k, --token TOKEN        token (env HOSTLINK_TOKEN); must match auth_token in hostlink.conf
+  -k, --token TOKEN        token; beats a target's own, which beats env HOSTLINK_TOKEN
   -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET); a,b,c runs on each
       --all                run on every target of targets.conf, lines prefixed [name]
   -a, --address HOST:PORT  a daemon on TCP with no targets entry (with --fingerprint, or --plain)

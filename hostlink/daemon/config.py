@@ -17,6 +17,14 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the file, line and reason."""
 
 
+class NotPrivate(ConfigError):
+    """A file holding a token is readable by others; ``path`` is it (hostlink-install doctor --fix)."""
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
 def _bool(text):
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
@@ -62,8 +70,9 @@ def _str(text):
     return text
 
 
-def _choice(*choices):
+def _choice(*choices, **aliases):
     def parse(text):
+        text = aliases.get(text, text)
         if text not in choices:
             raise ValueError("must be one of: %s" % ", ".join(choices))
         return text
@@ -93,7 +102,8 @@ KEYS = {
     "shutdown_grace_ms": (_int_in(0, 3600000), 10000, "on SIGTERM, how long running commands may finish"),
     "audit_log": (_optpath, "/var/log/hostlink/audit.log", "one JSON line per request; empty: off"),
     "log_target": (_str, "stderr", "stderr, syslog, or a file path"),
-    "log_level": (_choice("debug", "info", "warning", "error"), "info", "least severity logged"),
+    "log_level": (_choice("debug", "info", "warning", "error", warn="warning"), "info",
+                  "least severity logged (the first hostlink's warn is warning)"),
     "pid_file": (_optpath, "", "write the daemon's pid here"),
     "namespace_pid": (_int_in(0, 1 << 22), 0, "sidecar: run commands in this host pid's namespaces"),
     "run_as_user": (_str, "", "run commands as this user instead of the daemon's"),
@@ -110,13 +120,21 @@ KEYS = {
     "job_max_timeout_ms": (_int_in(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
     "job_max_spool_bytes": (_int_in(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
     "job_retention_s": (_int_in(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),
+    "default_max_output_bytes": (_int_in(0, 1 << 40), 0, "-j and HLNK results keep this much "
+                                 "output per stream when the request names no cap (0: all)"),
+    "max_output_bytes": (_int_in(0, 1 << 40), 0, "the largest such cap a request may ask (0: none)"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
     "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),
     "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
 }
 ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
-# The first hostlink's keys that mean nothing here: output is streamed, never capped or spooled.
-IGNORED = ("default_max_output_bytes", "max_output_bytes", "output_tmpdir", "max_concurrent_io")
+# The first hostlink's keys that mean nothing here, each with why (told as a notice, not refused).
+IGNORED = {
+    "output_tmpdir": "-O output is written by the client where it runs; only the job spool "
+                     "(output_tmpdir/jobs) keeps its place",
+    "max_concurrent_io": "transfers count in max_concurrent with every other command",
+    "log_file": "the first hostlink ignored it too; log_target names the log file",
+}
 
 
 class Config:
@@ -125,6 +143,7 @@ class Config:
     def __init__(self, path=""):
         self.path = path
         self.notices = []
+        self.old_names = set()  # keys given under the first hostlink's names (unix_path, ...)
         self.clients = {}  # name -> Client, from [client NAME] sections
         self.always = {}  # client name -> [exact request], from policy_dir (hostlink-approve --always)
         for key, (_, default, _why) in KEYS.items():
@@ -211,12 +230,13 @@ def parse(text, path="hostlink.conf"):
         if client is not None:
             _client_key(client, key, value, where, lineno, seen)
             continue
+        if key in ALIASES:
+            cfg.old_names.add(ALIASES[key])
         key = ALIASES.get(key, key)
         if key == "output_tmpdir":
             cfg.output_tmpdir = value  # only to place the job spool as the first hostlink did
         if key in IGNORED:
-            cfg.notices.append("%s: '%s' means nothing to this hostlinkd (output is streamed "
-                               "whole); ignored" % (where, key))
+            cfg.notices.append("%s: '%s' is ignored: %s" % (where, key, IGNORED[key]))
             continue
         if key not in KEYS:
             raise ConfigError("%s: unknown key '%s'" % (where, key))
@@ -272,8 +292,14 @@ def _check(cfg, explicit=()):
     if getattr(cfg, "output_tmpdir", "") and "job_spool_dir" not in explicit:
         cfg.job_spool_dir = os.path.join(cfg.output_tmpdir, "jobs")  # where the first hostlink kept them
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
-        raise ConfigError("%s: default_timeout_ms (%d) is over max_timeout_ms (%d)"
-                          % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms))
+        # The first hostlink clamps a request's timeout to the cap, its default too: so do we.
+        if "default_timeout_ms" in explicit:
+            cfg.notices.append("%s: default_timeout_ms (%d) is over max_timeout_ms (%d); commands "
+                               "get %d ms" % (cfg.path, cfg.default_timeout_ms, cfg.max_timeout_ms,
+                                              cfg.max_timeout_ms))
+        cfg.default_timeout_ms = cfg.max_timeout_ms
+    if cfg.max_output_bytes and cfg.default_max_output_bytes > cfg.max_output_bytes:
+        cfg.default_max_output_bytes = cfg.max_output_bytes  # the first hostlink clamps it too
     if cfg.tcp_enabled and cfg.tcp_bind in ("0.0.0.0", "::", "") and not cfg.tcp_allow_any:
         raise ConfigError("%s: tcp_bind = %s listens on every network; bind the WireGuard or "
                           "loopback address, or set tcp_allow_any = true" % (cfg.path, cfg.tcp_bind))
@@ -281,16 +307,25 @@ def _check(cfg, explicit=()):
         try:
             cfg.socket_gid
         except KeyError:
-            raise ConfigError("%s: socket_group '%s' does not exist (groupadd %s)"
-                              % (cfg.path, cfg.socket_group, cfg.socket_group)) from None
+            if "socket_group" not in cfg.old_names:
+                raise ConfigError("%s: socket_group '%s' does not exist (groupadd %s)"
+                                  % (cfg.path, cfg.socket_group, cfg.socket_group)) from None
+            # The first hostlink warned and left the socket in the daemon's group: fewer may connect.
+            cfg.notices.append("%s: unix_group '%s' does not exist; the socket keeps the daemon's "
+                               "group (groupadd %s)" % (cfg.path, cfg.socket_group, cfg.socket_group))
+            cfg.socket_group = ""
 
 
 def check_private(path):
     """Refuse a secret-holding file that group or others may read or write (sshd's StrictModes)."""
+    from . import private
     st = os.stat(path)
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ConfigError("%s holds the token but its mode is %04o: group and others must not read "
-                          "it; run: chmod 600 %s" % (path, stat.S_IMODE(st.st_mode), path))
+    fix = private.fix(path, st)
+    if fix:
+        raise NotPrivate("%s holds the token but its mode is %04o (%s): %s must not read it; "
+                         "run: %s (or hostlink-install doctor --fix)"
+                         % (path, stat.S_IMODE(st.st_mode), private.owners(st), private.readers(st),
+                            fix), path)
 
 
 def load(path=DEFAULT_PATH):

@@ -30,6 +30,11 @@ def _args(argv):
 
 def _setup_logging(cfg, verbose):
     target = cfg.log_target
+    if target == "syslog" and not os.path.exists("/dev/log"):
+        # The first hostlink's example conf says syslog; where none runs, its messages were lost.
+        print("hostlinkd: notice: log_target = syslog but no syslog runs here (no /dev/log); "
+              "logging to stderr", file=sys.stderr)
+        target = "stderr"
     if target == "syslog":
         handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("hostlinkd[%(process)d]: %(message)s"))

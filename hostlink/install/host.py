@@ -18,6 +18,7 @@ import time
 
 from .. import zipapp
 from ..daemon import config as hl_config
+from . import takeover, takeover_apply
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
@@ -151,10 +152,10 @@ def plan(opts, layout, token, gid):
     override = render("compose", "override.yml.j2", service=opts.service, path=layout.override,
                       version=compose_version(opts.compose_file), socket_dir=layout.socket_dir,
                       container_socket_dir=CONTAINER_SOCKET_DIR,
-                      container_socket=CONTAINER_SOCKET_DIR + "/hostlink.sock", token=token,
+                      container_socket=container_socket(layout), token=token,
                       groups=list(dict.fromkeys(groups)))
     changes.append(Change(layout.override, override, 0o600))
-    env = {"HOSTLINK_SOCKET": CONTAINER_SOCKET_DIR + "/hostlink.sock", "HOSTLINK_TOKEN": token}
+    env = {"HOSTLINK_SOCKET": container_socket(layout), "HOSTLINK_TOKEN": token}
     if opts.workspace and opts.workspace_mount:
         env["HOSTLINK_PATH_MAP"] = "%s=%s" % (opts.workspace_mount.rstrip("/"), opts.workspace)
     if opts.workspace:
@@ -167,6 +168,11 @@ def plan(opts, layout, token, gid):
             path = os.path.join(opts.workspace, ".env")
             changes.append(Change(path, env_file(path, env), 0o600))
     return changes
+
+
+def container_socket(layout):
+    """The socket's path in a container, where its directory is mounted."""
+    return CONTAINER_SOCKET_DIR + "/" + os.path.basename(layout.socket)
 
 
 def _tcp(spec):
@@ -336,13 +342,22 @@ def _zombie(pid):
 def install(opts):
     """Run ``hostlink-install host``; returns (report lines, changes)."""
     layout = Layout(opts)
-    token = "" if opts.rotate_token else existing_token_in(layout.conf)
+    try:  # a first-hostlink install here: keep what it ran with
+        tk = takeover_apply.prepare(layout, opts, _state(layout).get("takeover"))
+    except takeover.TakeoverError as exc:
+        raise InstallError(str(exc)) from None
+    token = "" if opts.rotate_token else (tk.token if tk else existing_token_in(layout.conf))
     token = token or secrets.token_hex(32)
     gid = group_gid(opts.group, create=not opts.dry_run)
     changes = plan(opts, layout, token, gid)
+    if tk:
+        conf = Change(layout.conf, takeover.render_conf(tk, token), 0o600)
+        changes = takeover_apply.changes(tk, layout, changes, conf)
     if opts.dry_run:
-        return ["dry run: nothing was changed"], changes
-    report = []
+        return ["dry run: nothing was changed"] + (tk.lines if tk else []), changes
+    report = list(tk.lines) if tk else []
+    if tk:
+        report += takeover_apply.backup(tk.record)
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
                                                          layout.state, layout.socket, layout.admin_socket])
     for ch in changes:
@@ -361,9 +376,12 @@ def install(opts):
         if not os.path.islink(link):
             os.symlink("hostlink", link)
             report.append("linked %s -> hostlink" % link)
-    _make_socket_dir(layout, gid)
+    if not (tk and os.path.isdir(layout.socket_dir)):  # never re-mode a directory it chose
+        _make_socket_dir(layout, gid)
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
-    _record(layout, opts, changes, created)
+    _record(layout, opts, changes, created, tk.record if tk else None)
+    if tk:
+        report += takeover_apply.stop(tk.record, layout.root == "/" and systemd_running())
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))
     return report, changes
@@ -387,7 +405,15 @@ def _missing_dirs(paths):
     return out
 
 
-def _record(layout, opts, changes, created):
+def _state(layout):
+    try:
+        with open(layout.state, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(layout, opts, changes, created, took_over=None):
     shared = (os.path.join(opts.workspace or "", ".env"), opts.openclaw_config)
     paths = [c.path for c in changes if c.path not in shared] + [layout.daemon_log]
     paths += [p for p in (layout.tls_cert, layout.tls_key) if os.path.exists(p)]
@@ -400,6 +426,8 @@ def _record(layout, opts, changes, created):
         pass
     state = {"files": sorted(set(paths)), "dirs": sorted(created), "workspace": opts.workspace,
              "openclaw_config": opts.openclaw_config, "socket_dir": layout.socket_dir}
+    if took_over:
+        state["takeover"] = took_over
     write(Change(layout.state, json.dumps(state, indent=2) + "\n", 0o600))
 
 
@@ -426,6 +454,8 @@ def uninstall(opts):
         _strip_openclaw(state["openclaw_config"])
         report.append("removed HOSTLINK_* from %s" % state["openclaw_config"])
     os.unlink(layout.state)
+    if state.get("takeover"):
+        report += takeover_apply.restore(state["takeover"], layout.root == "/" and systemd_running())
     for d in sorted(state.get("dirs", []), key=len, reverse=True):  # deepest first
         if os.path.isdir(d) and not os.listdir(d):
             os.rmdir(d)

@@ -46,8 +46,42 @@ def test_first_hostlink_conf_reads_unchanged():
     assert cfg.node == "desktop" and cfg.socket == "/run/hostlink/hostlink.sock"
     assert cfg.socket_mode == 0o660 and cfg.max_concurrent == 8 and cfg.tcp_port == 9876
     assert cfg.max_timeout_ms == 300000 and cfg.tcp_enabled
-    assert len(cfg.notices) == 3 and all("ignored" in n for n in cfg.notices)
-    assert "old.conf:21" in cfg.notices[0]
+    assert cfg.default_max_output_bytes == 4194304 and cfg.max_output_bytes == 67108864
+    assert cfg.log_level == "info" and cfg.job_spool_dir == "/run/hostlink/output/jobs"
+    assert len(cfg.notices) == 1 and "old.conf:23: 'output_tmpdir' is ignored" in cfg.notices[0]
+
+
+def test_first_hostlink_values_keep_their_meaning():
+    # warn is its name for warning; its default timeout is clamped to a lower cap, as it does.
+    cfg = config.parse("log_level = warn\nmax_timeout_ms = 5000\n", "c")
+    assert cfg.log_level == "warning" and cfg.default_timeout_ms == 5000 and not cfg.notices
+    cfg = config.parse("default_timeout_ms = 9000\nmax_timeout_ms = 5000\n", "c")
+    assert cfg.default_timeout_ms == 5000 and "commands get 5000 ms" in cfg.notices[0]
+    cfg = config.parse("default_max_output_bytes = 100\nmax_output_bytes = 10\n", "c")
+    assert cfg.default_max_output_bytes == 10
+    cfg = config.parse("max_concurrent_io = 4\nlog_file = /var/log/x.log\n", "c")
+    assert [n.split("'")[1] for n in cfg.notices] == ["max_concurrent_io", "log_file"]
+
+
+def test_missing_unix_group_is_a_notice_but_socket_group_refused():
+    cfg = config.parse("unix_group = no-such-group-xyz\n", "c")
+    assert cfg.socket_group == "" and "keeps the daemon's group" in cfg.notices[0]
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.parse("socket_group = no-such-group-xyz\n", "c")
+
+
+def test_group_readable_conf_refused_with_the_exact_fix(tmp_path):
+    import os
+    conf = tmp_path / "hostlink.conf"
+    conf.write_text("auth_token = 0123456789abcdef\n")
+    os.chmod(conf, 0o640)
+    with pytest.raises(config.NotPrivate) as err:
+        config.load(str(conf))
+    assert "mode is 0640" in str(err.value) and "run: chmod 600 %s" % conf in str(err.value)
+    assert err.value.path == str(conf)
+    from hostlink.daemon import private
+    assert "-> 0600" in private.make_private(str(conf))
+    assert config.load(str(conf)).auth_token == "0123456789abcdef"
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("On", True),
@@ -64,7 +98,6 @@ def test_booleans(value, expected):
     ("just words", "expected 'key = value'"),
     ("shell = /bin/sh\nshell = /bin/bash", "x.conf:2: 'shell' is set again (first at line 1)"),
     ("tcp_enabled = 1\ntcp_bind = 0.0.0.0", "tcp_allow_any"),
-    ("default_timeout_ms = 10\nmax_timeout_ms = 5", "over max_timeout_ms"),
     ("socket_group = no-such-group-xyz", "does not exist"),
 ])
 def test_errors_name_file_line_reason(text, message):
