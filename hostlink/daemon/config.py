@@ -123,15 +123,23 @@ KEYS = {
     "default_max_output_bytes": (_int_in(0, 1 << 40), 0, "-j and HLNK results keep this much "
                                  "output per stream when the request names no cap (0: all)"),
     "max_output_bytes": (_int_in(0, 1 << 40), 0, "the largest such cap a request may ask (0: none)"),
+    "output_tmpdir": (_optpath, "/run/hostlink/output", "where an HLNK exec with output_to_file "
+                      "(the first hostlink's -O) leaves hl_ID_stdout and hl_ID_stderr"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
     "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),
     "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
 }
 ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
+# What the first hostlink runs with where its conf is silent, when ours differs. A conf that uses
+# its key names (ALIASES, IGNORED) is its conf: it keeps these, so it means what it meant there.
+FIRST_DEFAULTS = {
+    "node_name": "hostlink", "socket_group": "hostlink", "max_concurrent": 8,
+    "max_timeout_ms": 300000, "default_max_output_bytes": 4 << 20, "max_output_bytes": 64 << 20,
+    "job_max_timeout_ms": 7 * _DAY_MS, "job_max_spool_bytes": 256 << 20, "job_retention_s": 86400,
+    "shutdown_grace_ms": 2000,  # it waits 2 s for running commands, then kills them
+}
 # The first hostlink's keys that mean nothing here, each with why (told as a notice, not refused).
 IGNORED = {
-    "output_tmpdir": "-O output is written by the client where it runs; only the job spool "
-                     "(output_tmpdir/jobs) keeps its place",
     "max_concurrent_io": "transfers count in max_concurrent with every other command",
     "log_file": "the first hostlink ignored it too; log_target names the log file",
 }
@@ -144,6 +152,7 @@ class Config:
         self.path = path
         self.notices = []
         self.old_names = set()  # keys given under the first hostlink's names (unix_path, ...)
+        self.first_keys = set()  # its keys that mean nothing here (max_concurrent_io, ...)
         self.clients = {}  # name -> Client, from [client NAME] sections
         self.always = {}  # client name -> [exact request], from policy_dir (hostlink-approve --always)
         for key, (_, default, _why) in KEYS.items():
@@ -209,6 +218,7 @@ def parse(text, path="hostlink.conf"):
     cfg = Config(path)
     seen = {}
     client = None
+    its = _first_hostlink_conf(text)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(("#", ";")):
@@ -233,15 +243,17 @@ def parse(text, path="hostlink.conf"):
         if key in ALIASES:
             cfg.old_names.add(ALIASES[key])
         key = ALIASES.get(key, key)
-        if key == "output_tmpdir":
-            cfg.output_tmpdir = value  # only to place the job spool as the first hostlink did
         if key in IGNORED:
+            cfg.first_keys.add(key)
             cfg.notices.append("%s: '%s' is ignored: %s" % (where, key, IGNORED[key]))
             continue
         if key not in KEYS:
             raise ConfigError("%s: unknown key '%s'" % (where, key))
-        if key in seen:
+        if key in seen and not its:
             raise ConfigError("%s: '%s' is set again (first at line %d)" % (where, key, seen[key]))
+        if key in seen:  # the first hostlink read every line: the last one counts
+            cfg.notices.append("%s: '%s' is set again (first at line %d); this value counts"
+                               % (where, key, seen[key]))
         seen[key] = lineno
         try:
             setattr(cfg, key, KEYS[key][0](value))
@@ -249,6 +261,12 @@ def parse(text, path="hostlink.conf"):
             raise ConfigError("%s: bad value for '%s': %s" % (where, key, exc)) from None
     _check(cfg, seen)
     return cfg
+
+
+def _first_hostlink_conf(text):
+    """Whether ``text`` uses a key name of the first hostlink's (unix_path, output_tmpdir, ...)."""
+    names = set(ALIASES) | set(IGNORED) | {"output_tmpdir"}
+    return any(line.partition("=")[0].strip() in names for line in text.splitlines())
 
 
 def _client_key(client, key, value, where, lineno, seen):
@@ -286,11 +304,36 @@ def _tls_defaults(cfg):
     cfg.tls_key = cfg.tls_key or os.path.join(base, "hostlink.key")
 
 
+def _first_defaults(cfg, explicit):
+    """The first hostlink's defaults for what its conf does not set (see FIRST_DEFAULTS)."""
+    if not (cfg.old_names or cfg.first_keys or "output_tmpdir" in explicit):
+        return
+    for key, value in FIRST_DEFAULTS.items():
+        if key not in explicit:
+            setattr(cfg, key, value)
+
+
+def _spool_in_output_tmpdir(cfg):
+    """Jobs where the first hostlink kept them, output_tmpdir/jobs, when only root may change that
+    directory: the root daemon writes there, and whoever owns it could swap the spool for a link."""
+    try:
+        st = os.lstat(cfg.output_tmpdir)
+        private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+    except OSError:
+        private = False
+    if private:
+        cfg.job_spool_dir = os.path.join(cfg.output_tmpdir, "jobs")
+    else:
+        cfg.notices.append("%s: jobs are spooled in %s, not %s/jobs: that directory is not root's "
+                           "alone" % (cfg.path, cfg.job_spool_dir, cfg.output_tmpdir))
+
+
 def _check(cfg, explicit=()):
+    _first_defaults(cfg, explicit)
     _tls_defaults(cfg)
     cfg.policy_dir = cfg.policy_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.path)), "policy.d")
-    if getattr(cfg, "output_tmpdir", "") and "job_spool_dir" not in explicit:
-        cfg.job_spool_dir = os.path.join(cfg.output_tmpdir, "jobs")  # where the first hostlink kept them
+    if "output_tmpdir" in explicit and "job_spool_dir" not in explicit:
+        _spool_in_output_tmpdir(cfg)
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
         # The first hostlink clamps a request's timeout to the cap, its default too: so do we.
         if "default_timeout_ms" in explicit:
@@ -307,11 +350,11 @@ def _check(cfg, explicit=()):
         try:
             cfg.socket_gid
         except KeyError:
-            if "socket_group" not in cfg.old_names:
+            if "socket_group" in explicit and "socket_group" not in cfg.old_names:
                 raise ConfigError("%s: socket_group '%s' does not exist (groupadd %s)"
                                   % (cfg.path, cfg.socket_group, cfg.socket_group)) from None
             # The first hostlink warned and left the socket in the daemon's group: fewer may connect.
-            cfg.notices.append("%s: unix_group '%s' does not exist; the socket keeps the daemon's "
+            cfg.notices.append("%s: group '%s' does not exist; the socket keeps the daemon's "
                                "group (groupadd %s)" % (cfg.path, cfg.socket_group, cfg.socket_group))
             cfg.socket_group = ""
 

@@ -68,6 +68,18 @@ class JobSpool:
         self.state.reaper.watch(proc, lambda status: None)
         return ident
 
+    def find(self, client, ident):
+        """The record of job ``ident`` of ``client``; BadRequest or NotFound."""
+        return self._find(client, ident)
+
+    def listing(self, client):
+        """The status of each job of ``client``, newest first."""
+        return self._list(client)
+
+    def cancel(self, job, kill=False):
+        """Signal a running job's group (SIGKILL with ``kill``); NotFound once it ended."""
+        return self._cancel(job, kill)
+
     def _find(self, client, ident):
         if len(ident) != 12 or any(c not in "0123456789abcdef" for c in ident):
             raise BadRequest("malformed job id %r (12 lowercase hex digits)" % ident[:40])

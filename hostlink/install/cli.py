@@ -165,19 +165,29 @@ def show_target(
 def doctor(
     root: str = typer.Option("/", help="the --root of the install"),
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
+    fix: bool = typer.Option(False, "--fix", help="make a token file others may read private (0600)"),
 ):
     """Check the configuration, the socket and the daemon on this host, each with its fix."""
     from ..client import doctor as doc
     from ..client.session import Endpoint
-    from ..daemon import config
+    from ..daemon import config, private
     layout = host.Layout(host.Options(root=root, socket_dir=socket_dir))
     ok = True
-    try:
-        cfg = config.load(layout.conf)
-        typer.echo("ok   configuration: %s" % layout.conf)
-    except config.ConfigError as exc:
-        typer.echo("FAIL configuration: %s" % exc)
-        raise typer.Exit(1)
+    fixed = set()
+    while True:
+        try:
+            cfg = config.load(layout.conf)
+            typer.echo("ok   configuration: %s" % layout.conf)
+            break
+        except config.NotPrivate as exc:
+            if not fix or exc.path in fixed:
+                typer.echo("FAIL configuration: %s" % exc)
+                raise typer.Exit(1)
+            fixed.add(exc.path)
+            typer.echo("fix  %s" % private.make_private(exc.path))
+        except config.ConfigError as exc:
+            typer.echo("FAIL configuration: %s" % exc)
+            raise typer.Exit(1)
     for f in doc.check(Endpoint(socket=cfg.socket, token=cfg.auth_token)):
         typer.echo(f.line())
         ok = ok and f.ok

@@ -17,7 +17,7 @@ DEFAULTS = {
     "default_max_output_bytes": "4194304", "max_output_bytes": "67108864",
     "job_default_timeout_ms": "86400000", "job_max_timeout_ms": "604800000",
     "job_max_spool_bytes": "268435456", "job_retention_s": "86400", "log_target": "stderr",
-    "log_level": "info",
+    "log_level": "info", "output_tmpdir": "/run/hostlink/output",
 }
 # Its key -> ours, and how its value is read.
 RENAMED = {
@@ -33,12 +33,11 @@ RENAMED = {
     "job_max_timeout_ms": ("job_max_timeout_ms", "i"),
     "job_max_spool_bytes": ("job_max_spool_bytes", "i"), "job_retention_s": ("job_retention_s", "i"),
     "log_target": ("log_target", "s"), "log_level": ("log_level", "l"),
+    "output_tmpdir": ("output_tmpdir", "s"),
     "run_as_user": ("run_as_user", "s"),
 }
 DROPPED = {
     "max_concurrent_io": "transfers count in max_concurrent with every other command",
-    "output_tmpdir": "-O output is written where the client runs; jobs are spooled in "
-                     "job_spool_dir, root's own: a directory the command user owns could swap it",
 }
 # Keys only its confs have: one of them and no key of ours makes a conf its.
 ITS_OWN = ("unix_path", "unix_mode", "unix_group", "unix_enabled", "output_tmpdir",

@@ -112,8 +112,12 @@ def plan(old, layout):
         note = first.note(key, ours, key in old.values, old.values.get(key), value)
         pl.settings.append((ours, value, note))
     _adjust(pl, effective)
+    have = {k for k, _, _ in pl.settings}
+    pl.settings += [(k, str(v), "the first hostlink's default") for k, v in
+                    hl_config.FIRST_DEFAULTS.items() if k not in have and k != "socket_group"]
     pl.settings += [("audit_log", layout.audit_log, ""), ("admin_socket", layout.admin_socket, ""),
-                    ("job_spool_dir", os.path.join(layout.root, "var/lib/hostlink/jobs"), "")]
+                    ("job_spool_dir", os.path.join(layout.root, "var/lib/hostlink/jobs"),
+                     "its jobs were in output_tmpdir/jobs; ours are root's alone")]
     _check(pl, old)
     pl.lines = report(pl)
     return pl

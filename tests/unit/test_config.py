@@ -55,6 +55,11 @@ def test_first_hostlink_values_keep_their_meaning():
     # warn is its name for warning; its default timeout is clamped to a lower cap, as it does.
     cfg = config.parse("log_level = warn\nmax_timeout_ms = 5000\n", "c")
     assert cfg.log_level == "warning" and cfg.default_timeout_ms == 5000 and not cfg.notices
+    cfg = config.parse("unix_path = /run/x.sock\n", "c")  # its conf: its defaults where silent
+    assert (cfg.node, cfg.max_concurrent, cfg.max_timeout_ms, cfg.default_max_output_bytes,
+            cfg.shutdown_grace_ms) == ("hostlink", 8, 300000, 4 << 20, 2000)
+    cfg = config.parse("socket = /run/x.sock\n", "c")  # ours: our defaults
+    assert (cfg.max_concurrent, cfg.default_max_output_bytes, cfg.shutdown_grace_ms) == (16, 0, 10000)
     cfg = config.parse("default_timeout_ms = 9000\nmax_timeout_ms = 5000\n", "c")
     assert cfg.default_timeout_ms == 5000 and "commands get 5000 ms" in cfg.notices[0]
     cfg = config.parse("default_max_output_bytes = 100\nmax_output_bytes = 10\n", "c")
