@@ -25,6 +25,7 @@ class CappedOutput:
         self.id = new_id()
         self.caps = caps  # fd -> bytes to keep, or None for all
         self.capture = capture  # keep for -j instead of writing to our stdout/stderr
+        self.result = None  # the command's result: the daemon's output caps (Started)
         self.kept = {1: bytearray(), 2: bytearray()}
         self.total = {1: 0, 2: 0}
         self.files, self.paths = {}, {}
@@ -48,7 +49,7 @@ class CappedOutput:
         if self.files:
             self.files[fd].write(data)
             return
-        cap = self.caps.get(fd)
+        cap = self._cap(fd)
         chunk = data if cap is None else data[:max(0, cap - seen)]
         if not chunk:
             return
@@ -56,6 +57,15 @@ class CappedOutput:
             self.kept[fd] += chunk
         else:
             write_all(fd, chunk)
+
+    def _cap(self, fd):
+        """The cap asked for; for -j the daemon's default where none was; never over its max."""
+        cap, r = self.caps.get(fd), self.result
+        if r is not None and self.capture:
+            cap = cap or r.default_cap or None
+        if r is not None and r.max_cap and cap:
+            cap = min(cap, r.max_cap)
+        return cap
 
     def finish(self, result):
         """Close the files; the kept output becomes the result's stdout and stderr."""

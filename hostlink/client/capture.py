@@ -10,7 +10,8 @@ import select
 def collect(session, capture, sink, out_r, err_r):
     """fds mode with our own pipes for output: read them (into the result, or to ``sink``)
     until the command's Exit, then what is left in them without waiting for more."""
-    pipes = Pipes({out_r: 1, err_r: 2}, capture, sink, session.RECV_SIZE)
+    pipes = Pipes({out_r: 1, err_r: 2}, Kept(session.result) if capture else None, sink,
+                  session.RECV_SIZE)
     sock_fd = session.sock.fileno()
     pipes.poller.register(sock_fd, select.POLLIN)
     try:
@@ -26,8 +27,41 @@ def collect(session, capture, sink, out_r, err_r):
     finally:
         pipes.close()
     if capture:
-        session.result.stdout = b"".join(pipes.chunks[1])
-        session.result.stderr = b"".join(pipes.chunks[2])
+        pipes.capture.finish()
+
+
+class Kept:
+    """Output kept for a result (-j): all of it, or what the daemon's conf caps it to (Started:
+    default_max_output_bytes, at most max_output_bytes, as the first hostlink kept it)."""
+
+    def __init__(self, result, asked=None):
+        self.result = result
+        self.asked = asked or {}  # fd -> a cap the caller asked for (-m)
+        self.chunks = {1: [], 2: []}
+        self.size = {1: 0, 2: 0}
+        self.total = {1: 0, 2: 0}
+
+    def cap(self, fd):
+        r = self.result
+        cap = self.asked.get(fd) or r.default_cap
+        return min(cap, r.max_cap) if cap and r.max_cap else cap or r.max_cap
+
+    def add(self, fd, data):
+        self.total[fd] += len(data)
+        cap = self.cap(fd)  # 0 before Started: kept, and cut at the end
+        room = len(data) if not cap else cap - self.size[fd]
+        if room > 0:
+            self.chunks[fd].append(data[:room] if room < len(data) else data)
+            self.size[fd] += min(room, len(data))
+
+    def finish(self):
+        kept = {}
+        for fd in (1, 2):
+            data = b"".join(self.chunks[fd])
+            cap = self.cap(fd)
+            kept[fd] = data[:cap] if cap else data
+        self.result.stdout, self.result.stderr = kept[1], kept[2]
+        self.result.totals = dict(self.total)
 
 
 class Pipes:
@@ -36,9 +70,8 @@ class Pipes:
     def __init__(self, fds, capture, sink, read_size):
         self.fds = fds  # read end -> 1 or 2
         self.read_size = read_size
-        self.capture = capture
+        self.capture = capture  # a Kept, or None: output to ``sink``
         self.sink = sink
-        self.chunks = {1: [], 2: []}
         grow_pipes(fds)
         self.poller = select.poll()
         for fd in fds:
@@ -57,7 +90,7 @@ class Pipes:
             posix.close(fd)
             return False
         if self.capture:
-            self.chunks[self.fds[fd]].append(data)
+            self.capture.add(self.fds[fd], data)
         else:
             self.sink(self.fds[fd], data)
         return True

@@ -14,6 +14,7 @@ class HostlinkError(Exception):
         super().__init__(message)
         self.message = message
         self.answered = False  # the -j object for this failure is already written
+        self.remote = False  # the daemon answered it (an Error frame, a timeout), not a local failure
 
 
 class RemoteFailed(HostlinkError):

@@ -79,6 +79,7 @@ def run_one(opts, ep, req, caps, mapped_from=""):
             restore = raw_mode()
         try:
             if caps:
+                caps.result = session.result
                 result = session.exec(req, out=caps)
                 caps.finish(result)
                 return result

@@ -66,7 +66,10 @@ def _run(opts, req, ids, as_json, environ, warnings):
     if req.action == "wait":
         raise_for(result)
         return result.returncode
-    if as_json:
+    if as_json and opts.compat:
+        from . import compat
+        output.print_json(compat.job(reply))
+    elif as_json:
         output.print_json(reply)
     else:
         output.job_reply(req.action, reply)

@@ -32,7 +32,7 @@ OPTIONS = {
     "--tty": ("tty", False),
     "-D": ("detach", False), "--detach": ("detach", False),
     "--all": ("all", False),
-    "--ping": ("ping", False),
+    "--ping": ("ping", False), "-P": ("ping", False),
     "--fingerprint": ("fingerprint", True),
     "--plain": ("plain", False),
     "-m": ("max_output", True), "--max-output": ("max_output", True),
@@ -60,6 +60,7 @@ class Options:
         self.verify = False
         self.fingerprint = ""
         self.compat = False  # started as hostlink-cli: the first hostlink's codes and answers
+        self.command = ""
 
 
 def parse(args, opts, allowed=None):
@@ -148,6 +149,8 @@ def run(argv, environ, compat=False):
         if code is None:
             return 0 if opts.help or opts.version else 7
         _tell(warnings)
+        if compat and opts.json and opts.command in ("exec", "ping"):
+            return 0  # its -j exec: the command's status is exit_code in the JSON, not ours
         if compat or opts.exit_status:
             return code
         return 0 if code == 0 else 1
@@ -155,8 +158,10 @@ def run(argv, environ, compat=False):
         _tell(warnings)
         from . import output
         if opts.json and not exc.answered:
-            output.error_json(exc)
+            output.error_json(exc, compat)
         output.say(exc.message)
+        if compat and opts.json and exc.remote and opts.command in ("exec", "ping"):
+            return 0  # its -j exec and ping: the daemon answered, the status is in the JSON
         return exit_code(exc, compat, opts.exit_status)
 
 
@@ -172,6 +177,7 @@ def dispatch(argv, opts, environ, warnings):
             output.usage(opts.help)
         return None
     name, words = rest[0], rest[1:]
+    opts.command = name
     if name == "exec":
         words = parse(words, opts, EXEC_OPTIONS)
     elif words and name not in OWN_ARGUMENTS:

@@ -40,10 +40,14 @@ def pong(node, uptime_s, as_json):
         sys.stdout.write("[%s] pong - uptime %ds\n" % (node, uptime_s))
 
 
-def error_json(exc):
-    """The -j object of a request that failed before it had a result."""
+def error_json(exc, compat=False):
+    """The -j object of a request that failed before it had a result (``compat``: its statuses)."""
     from .session import new_id
-    print_json({"version": 1, "id": new_id(), "node": "", "status": exc.status,
+    status = exc.status
+    if compat:
+        from .compat import status as its
+        status = its(status)
+    print_json({"version": 1, "id": new_id(), "node": "", "status": status,
                 "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
                 "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
 
@@ -64,8 +68,8 @@ def exec_json(r, target=None, caps=None):
             out[name + "_base64"] = exact
     for fd, name in ((1, "stdout"), (2, "stderr")):
         kept = len(getattr(r, name) or b"")
-        total = caps.total[fd] if caps else kept
-        out[name + "_truncated"] = bool(caps and not caps.paths and total > kept)
+        total = caps.total[fd] if caps else (r.totals or {}).get(fd, kept)
+        out[name + "_truncated"] = not (caps and caps.paths) and total > kept
         out[name + "_original_bytes"] = total
     out.update(duration_ms=r.duration_ms, signal=r.signal, timed_out=r.timed_out)
     if r.timed_out:

@@ -12,7 +12,7 @@ import select
 import _signal
 
 from ..wire import protocol as p
-from .capture import grow_pipes, write_all
+from .capture import Kept, grow_pipes, write_all
 
 # A forwarded signal still unsent after this long waits behind stdin the command does not read.
 STUCK_AFTER_MS = 1000
@@ -26,8 +26,7 @@ class Relay:
     def __init__(self, session, capture=False, sink=None, stdin=True, stdin_fd=0, wake=False):
         self.session = session
         self.sock = session.sock
-        self.capture = capture
-        self.chunks = {p.Stdout: [], p.Stderr: []}
+        self.capture = Kept(session.result) if capture else None
         self.sink = sink
         self.stdin_fd = stdin_fd
         self.stdin_open = stdin
@@ -74,8 +73,7 @@ class Relay:
             self.session.relay = None
             self._stop_wake()
         if self.capture:
-            self.session.result.stdout = b"".join(self.chunks[p.Stdout])
-            self.session.result.stderr = b"".join(self.chunks[p.Stderr])
+            self.capture.finish()
 
     def _check_stdin(self):
         try:
@@ -173,7 +171,7 @@ class Relay:
     def _output(self, event):
         fd = 1 if type(event) is p.Stdout else 2
         if self.capture:
-            self.chunks[type(event)].append(event.data)
+            self.capture.add(fd, event.data)
         elif self.sink is not None:
             self.sink(fd, event.data)
         else:

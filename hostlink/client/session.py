@@ -60,7 +60,7 @@ def endpoint(opts, environ, warnings, target=None):
         host, _, port = opts.address.rpartition(":")
         ep = Endpoint(name=opts.address, address=host.strip("[]") or opts.address,
                       port=whole_ms(port, "-a port", 1) if host else DEFAULT_PORT,
-                      tls="off" if opts.plain else "required", fingerprint=opts.fingerprint)
+                      tls="off" if opts.plain else "", fingerprint=opts.fingerprint)
     else:
         name = target or opts.target or environ.get("HOSTLINK_TARGET")
         if name:
@@ -68,6 +68,12 @@ def endpoint(opts, environ, warnings, target=None):
         else:
             ep = Endpoint(socket=environ.get("HOSTLINK_SOCKET") or DEFAULT_SOCKET)
     ep.token = token_for(opts, environ, ep.token)
+    if ep.address and not ep.tls:  # TCP, and nothing said about TLS
+        ep.tls = "off" if opts.compat and not ep.fingerprint else "required"
+        if ep.tls == "off":
+            warnings.append("warning: %s has no TLS fingerprint to pin: the token travels in clear, "
+                            "as the first hostlink sent it (hostlink-install show-target on the "
+                            "host prints the fingerprint)" % ep.where)
     return ep
 
 
@@ -138,6 +144,8 @@ class CompletedProcess:
         self.duration_ms = 0
         self.timeout_ms = 0  # what the daemon granted (Started)
         self.pid = 0  # the command's, on the host (Started)
+        self.default_cap = self.max_cap = 0  # the conf's output caps for -j (Started; 0: none)
+        self.totals = None  # {1: bytes, 2: bytes} the command wrote, when less was kept
 
 
 class Session:
@@ -337,7 +345,9 @@ class Session:
             raise ConnectFailed("the daemon at %s closed the connection before answering "
                                 "(it may have been restarted)" % self.ep.where)
         if isinstance(event, p.Error):
-            raise FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+            exc = FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+            exc.remote = True
+            raise exc
         return event
 
     def handle(self, event, out):
@@ -347,6 +357,7 @@ class Session:
             r.node = event.node
         elif isinstance(event, p.Started):
             r.timeout_ms, r.pid = event.timeout_ms, event.pid
+            r.default_cap, r.max_cap = event.default_max_output_bytes, event.max_output_bytes
         elif isinstance(event, p.Waiting):
             if self.on_wait is not None:
                 self.on_wait(event)
@@ -417,5 +428,7 @@ def check_timeout(result, requested_ms):
 def raise_for(result):
     """TimedOut if the command hit its timeout."""
     if result.timed_out:
-        raise TimedOut("timed out after %d ms; the command's process group was killed"
+        exc = TimedOut("timed out after %d ms; the command's process group was killed"
                        % result.timeout_ms)
+        exc.remote = True
+        raise exc

@@ -14,7 +14,10 @@ def run(opts, words, environ, warnings):
     rows = targets_conf.listing(opts.targets_file, environ, warnings)
     if opts.ping:
         ping_all(rows, opts, environ, warnings)
-    if opts.json:
+    if opts.json and opts.compat:
+        from . import compat
+        output.print_json(compat.targets(rows))
+    elif opts.json:
         output.print_json(rows)
     else:
         output.targets_table(rows, opts.ping)

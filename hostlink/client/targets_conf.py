@@ -76,8 +76,8 @@ def endpoint(name, entry, path):
     else:
         raise UsageError("%s: target [%s]: transport must be unix or tcp, not %r"
                          % (path, name, transport))
-    ep["tls"] = entry.get("tls", "required")
-    if ep["tls"] not in ("required", "optional", "off"):
+    ep["tls"] = entry.get("tls", "")  # unset: required (under the name hostlink-cli: session.py)
+    if ep["tls"] not in ("", "required", "optional", "off"):
         raise UsageError("%s: target [%s]: tls must be required, optional or off, not %r"
                          % (path, name, ep["tls"]))
     ep["fingerprint"] = entry.get("tls_fingerprint", "")

@@ -83,16 +83,25 @@ def remote_stat(new_session, req_factory, remote, verify, excludes=()):
         r = session.exec(req_factory("stat", args, "relay"), capture=True)
     if r.returncode:
         why = r.stderr.decode("utf-8", "replace").strip().replace("hostlink transfer: ", "")
-        raise RemoteFailed(why or "cannot read %s on the host" % remote)
+        raise RemoteFailed("cannot open %s on the host: %s" % (remote, _strerror(why)))
     kind, mode, mtime, size, digest = r.stdout.decode().split()
     return kind, int(mode, 8), int(mtime), int(size), digest
+
+
+def _strerror(why):
+    """The reason in a helper's message ("[Errno 2] No such file or directory: 'x'" says it with
+    the path again, "x does not exist" without strerror's words)."""
+    if why.startswith("[Errno ") and "] " in why:
+        return why.split("] ", 1)[1].split(": ", 1)[0]
+    return "No such file or directory" if why.endswith(" does not exist") else why or "unreadable"
 
 
 def check_space(local, need):
     """UsageError when ``need`` bytes do not fit where ``local`` would be written."""
     free, where = tarstream.free_bytes(local)
     if need > free:
-        raise UsageError("%d bytes do not fit in %s (%d free); nothing was fetched" % (need, where, free))
+        raise UsageError("insufficient disk space: %d bytes do not fit in %s (%d free); nothing "
+                         "was fetched" % (need, where, free))
 
 
 def get_file(session, req_factory, remote, local, info, verify):

@@ -1,6 +1,8 @@
 """``hostlink cp``, ``put``, ``get``, ``df`` and the first hostlink's ``put-stream``/``get-stream``:
 their arguments, the endpoint, and what to tell; tarpipe.py moves the bytes."""
 
+import os
+
 from ..wire.protocol import Exec
 from . import output, tarpipe, targets_conf
 from .errors import HostlinkError, UsageError
@@ -106,6 +108,8 @@ def _transfer(opts, environ, warnings, direction, target, local, remote, exclude
     def factory(action, args, mode=None):
         return Exec(argv=tuple(args), xfer=action, mode=mode or ("fds" if fds_mode else "relay"),
                     timeout_ms=whole_ms(opts.timeout, "-T") if opts.timeout else 0)
+    # Where a get lands: into ``local`` when it is a directory (decided before it exists).
+    landed = os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local
     if direction == "put":
         with Session(ep, connect_timeout(opts)) as session:
             result = tarpipe.put(session, factory, local, remote, excludes, verify, fds_mode, extra)
@@ -114,6 +118,11 @@ def _transfer(opts, environ, warnings, direction, target, local, remote, exclude
     raise_for(result)
     if result.returncode:
         raise HostlinkError("the transfer failed on the host (see the message above)")
+    if opts.compat and opts.json:  # the first hostlink's answers, one per file
+        from . import compat
+        for obj in (compat.put_done(result.node, local, remote) if direction == "put"
+                    else compat.got(result.node, remote, landed)):
+            output.print_json(obj)
     return 0
 
 
@@ -132,7 +141,8 @@ def _get(opts, ep, factory, local, remote, excludes, verify):
     if result.returncode == 0:
         if line:
             output.manifest().write(line)
-        output.received(files, size, verify)
+        if not (opts.compat and opts.json):
+            output.received(files, size, verify)
     return result
 
 
@@ -156,7 +166,10 @@ def df(opts, words, environ, warnings):
     if r.returncode:
         raise HostlinkError(r.stderr.decode(errors="replace").strip())
     where, free, total = r.stdout.decode().rsplit(None, 2)
-    if opts.json:
+    if opts.json and opts.compat:
+        from . import compat
+        output.print_json(compat.df(r.node, words[0], where, free, total))
+    elif opts.json:
         output.print_json({"path": words[0], "filesystem_path": where, "free_bytes": int(free),
                            "total_bytes": int(total)})
     else:

@@ -174,7 +174,7 @@ class Session:
     # ---- helpers -------------------------------------------------------------------------------
 
     def _exchange(self):
-        return Exchange(self.chan, self.conn, self.fds)
+        return Exchange(self.chan, self.conn, self.fds, self.state.cfg)
 
     async def _send(self, event):
         await self.chan.send(self.conn.send(event))
@@ -211,12 +211,13 @@ REQUESTS = {
 class Exchange:
     """An exec request's side of an HLK2 connection: answers as frames, the client's input relayed."""
 
-    __slots__ = ("chan", "conn", "fds")
+    __slots__ = ("chan", "conn", "fds", "cfg")
 
-    def __init__(self, chan, conn, fds):
+    def __init__(self, chan, conn, fds, cfg):
         self.chan = chan
         self.conn = conn
         self.fds = fds
+        self.cfg = cfg  # the output caps a captured result keeps (Started)
 
     @property
     def sock(self):
@@ -239,7 +240,8 @@ class Exchange:
         await asyncio.Event().wait()  # too much sent ahead: stop reading, wait for the decision
 
     async def started(self, pid, timeout_ms):
-        await self.chan.send(self.conn.send(p.Started(pid, timeout_ms)))
+        await self.chan.send(self.conn.send(p.Started(pid, timeout_ms, self.cfg.default_max_output_bytes,
+                                                      self.cfg.max_output_bytes)))
 
     def input(self, command, pipes):
         return running.client_input(self.chan, self.conn, self.fds, command, pipes)

@@ -147,9 +147,12 @@ class Ok(Event):
 
 
 class Started(Event):
-    """Daemon: the command runs; timeout_ms is the one in force (0: none)."""
-    __slots__ = ("pid", "timeout_ms")
+    """Daemon: the command runs; timeout_ms is the one in force (0: none). The conf's output caps
+    for captured results (-j): default_max_output_bytes when none is asked, max_output_bytes
+    at most (0: none; a daemon before them sends neither)."""
+    __slots__ = ("pid", "timeout_ms", "default_max_output_bytes", "max_output_bytes")
     TYPE = 17
+    _DEFAULTS = {"default_max_output_bytes": 0, "max_output_bytes": 0}
 
 
 class Stdout(Event):
@@ -219,7 +222,7 @@ _SCHEMA = {
     Kill: {"pid": "i", "signum": "i"},
     Resize: {"rows": "i", "cols": "i"},
     Ok: {"node": "s", "version": "i"},
-    Started: {"pid": "i", "timeout_ms": "i"},
+    Started: {"pid": "i", "timeout_ms": "i", "default_max_output_bytes": "i", "max_output_bytes": "i"},
     Exit: {"exit_code": "i", "signal": "i", "timed_out": "b", "duration_ms": "i"},
     Error: {"code": "s", "message": "s"},
     Pong: {"node": "s", "uptime_s": "i", "version": "i"},

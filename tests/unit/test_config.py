@@ -47,8 +47,18 @@ def test_first_hostlink_conf_reads_unchanged():
     assert cfg.socket_mode == 0o660 and cfg.max_concurrent == 8 and cfg.tcp_port == 9876
     assert cfg.max_timeout_ms == 300000 and cfg.tcp_enabled
     assert cfg.default_max_output_bytes == 4194304 and cfg.max_output_bytes == 67108864
-    assert cfg.log_level == "info" and cfg.job_spool_dir == "/run/hostlink/output/jobs"
-    assert len(cfg.notices) == 1 and "old.conf:23: 'output_tmpdir' is ignored" in cfg.notices[0]
+    assert cfg.log_level == "info" and cfg.output_tmpdir == "/run/hostlink/output"
+    # Its jobs were in output_tmpdir/jobs: ours only where root alone may change that directory.
+    assert cfg.job_spool_dir == "/var/lib/hostlink/jobs" and "not root's alone" in cfg.notices[0]
+
+
+def test_job_spool_in_a_private_output_tmpdir(tmp_path):
+    import os
+    os.chmod(tmp_path, 0o700)
+    cfg = config.parse("output_tmpdir = %s\n" % tmp_path, "c")
+    assert cfg.job_spool_dir == str(tmp_path / "jobs") and not cfg.notices
+    os.chmod(tmp_path, 0o777)
+    assert config.parse("output_tmpdir = %s\n" % tmp_path, "c").job_spool_dir == "/var/lib/hostlink/jobs"
 
 
 def test_first_hostlink_values_keep_their_meaning():
