@@ -16,12 +16,50 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 os.environ.setdefault("DOCKER_BUILDKIT", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The first hostlink's own source (C, v1.6): a checkout or a bare git directory of it.
+FIRST_SRC = os.environ.get("HOSTLINK_FIRST_SRC", "/work/.mirror/jebadiahgreenwood+hostlink/repo")
 
 
 @pytest.fixture(scope="session")
 def client_app(tmp_path_factory):
     """Path of the client zipapp, built from this checkout's modules."""
     return zipapp.build(str(tmp_path_factory.mktemp("client") / "hostlink"))
+
+
+@pytest.fixture(scope="session")
+def first_hostlink(tmp_path_factory):
+    """The first hostlink built from its own source: a tree with build/hostlinkd,
+    build/hostlink-cli, its tests/ and its example files. Skipped, loudly, without the source."""
+    if not os.path.exists(FIRST_SRC):
+        pytest.skip("THE FIRST HOSTLINK'S SOURCE IS NOT HERE (%s; set HOSTLINK_FIRST_SRC to a checkout "
+                    "or git directory of it): the takeover and its own suites are NOT tested" % FIRST_SRC)
+    tree = tmp_path_factory.mktemp("first-hostlink")
+    if os.path.isdir(os.path.join(FIRST_SRC, "src")):
+        subprocess.run(["cp", "-a", FIRST_SRC + "/.", str(tree)], check=True)
+    else:
+        archive = subprocess.run(["git", "-C", FIRST_SRC, "archive", "HEAD"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    r = subprocess.run(["./build.sh", "release"], cwd=str(tree), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, "building the first hostlink failed: %s" % (r.stdout + r.stderr)[-2000:]
+    return tree
+
+
+def hostlink_user():
+    """The group and user hostlink, as the first hostlink's install.sh makes them."""
+    import grp
+    import pwd
+    try:
+        grp.getgrnam("hostlink")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "hostlink"], check=True)
+    try:
+        pwd.getpwnam("hostlink")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "--gid", "hostlink", "hostlink"], check=True)
+    return pwd.getpwnam("hostlink")
 
 
 class Daemon:

@@ -9,6 +9,7 @@ backs up, stops, and restores.
 
 import os
 import stat
+import sys
 
 from ..daemon import config as hl_config
 from . import first_hostlink as first
@@ -178,6 +179,10 @@ def report(pl):
     if got.get("run_as_user"):
         lines.append("kept: run_as_user = %s: commands run as %s, as they did"
                      % (got["run_as_user"], got["run_as_user"]) + _no_user(got["run_as_user"]))
+        if not runnable_by(sys.executable, got["run_as_user"]):
+            lines.append("warning: %s cannot run %s, so transfers (put, get, df), which run as "
+                         "that user, fail; install hostlink with a Python it can run"
+                         % (got["run_as_user"], sys.executable))
     renamed = [n for _, _, n in pl.settings if n.endswith(" in its conf")]
     if renamed:
         lines.append("renamed: %s" % ", ".join(
@@ -229,6 +234,28 @@ def _owner(uid, gid):
 def _readers(mode, gid):
     who = ["group %s" % _owner(0, gid).split(":")[1]] if mode & 0o070 else []
     return " and ".join(who + (["every user"] if mode & 0o007 else [])) or "its owner"
+
+
+def runnable_by(path, name):
+    """Whether user ``name`` may run the program ``path`` (every directory above it searchable)."""
+    import grp
+    import pwd
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        return True  # told apart: no such user
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+    path, chain = os.path.realpath(path), []
+    while path not in chain:  # the program, then each directory up to /
+        chain.append(path)
+        path = os.path.dirname(path)
+    for p in chain:
+        st = os.stat(p)
+        bit = stat.S_IXUSR if st.st_uid == user.pw_uid else \
+            stat.S_IXGRP if st.st_gid in groups else stat.S_IXOTH
+        if user.pw_uid and not st.st_mode & bit:
+            return False
+    return True
 
 
 def _no_user(name):
