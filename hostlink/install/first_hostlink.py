@@ -66,8 +66,8 @@ def parse(text):
 def looks_like(text):
     """Whether ``text`` is a first-hostlink conf rather than one written for hostlinkd."""
     values, _ = parse(text)
-    if any(line.strip().startswith("[") for line in text.splitlines()):
-        return False  # its daemon has no sections; ours has [client NAME]
+    if any(line.strip().startswith("[client ") for line in text.splitlines()):
+        return False  # ours: per-client policy, which it never had
     return not any(k in values for k in OUR_OWN) and (
         any(k in values for k in ITS_OWN) or set(values) <= set(RENAMED) | set(DROPPED))
 
