@@ -48,8 +48,9 @@ def ask(d, **obj):
 
 
 @pytest.fixture
-def d(make_daemon):
-    return make_daemon("default_max_output_bytes = 100\nmax_output_bytes = 1000\n")
+def d(make_daemon, tmp_path):
+    return make_daemon("default_max_output_bytes = 100\nmax_output_bytes = 1000\noutput_tmpdir = %s\n"
+                       "job_spool_dir = %s\n" % (tmp_path / "out", tmp_path / "jobs"))
 
 
 def test_put_get_stat_df_round_trip(d, tmp_path):
@@ -155,6 +156,7 @@ def test_its_refusals(d, tmp_path):
     assert ask(d, type="frobnicate")["error_msg"] == "unknown message type"
     assert ask(d, type="put", content="")["error_msg"] == "put: path is required"
     r = ask(d, type="exec", command="echo out; echo err >&2", output_to_file=True)
+    assert r["stdout_file"] == str(tmp_path / "out/hl_t1_stdout")
     assert open(r["stdout_file"]).read() == "out\n" and open(r["stderr_file"]).read() == "err\n"
     assert os.stat(r["stdout_file"]).st_mode & 0o777 == 0o600 and "stdout" not in r
     for path in (r["stdout_file"], r["stderr_file"]):

@@ -42,12 +42,13 @@ def test_seed_lines_parse():
 
 
 def test_first_hostlink_conf_reads_unchanged():
-    cfg = config.parse(FIRST_HOSTLINK_CONF, "old.conf")
+    cfg = config.parse(FIRST_HOSTLINK_CONF.replace("/run/hostlink/output", "/nonexistent/output"),
+                       "old.conf")
     assert cfg.node == "desktop" and cfg.socket == "/run/hostlink/hostlink.sock"
     assert cfg.socket_mode == 0o660 and cfg.max_concurrent == 8 and cfg.tcp_port == 9876
     assert cfg.max_timeout_ms == 300000 and cfg.tcp_enabled
     assert cfg.default_max_output_bytes == 4194304 and cfg.max_output_bytes == 67108864
-    assert cfg.log_level == "info" and cfg.output_tmpdir == "/run/hostlink/output"
+    assert cfg.log_level == "info" and cfg.output_tmpdir == "/nonexistent/output"
     # Its jobs were in output_tmpdir/jobs: ours only where root alone may change that directory.
     assert cfg.job_spool_dir == "/var/lib/hostlink/jobs" and "not root's alone" in cfg.notices[0]
 
