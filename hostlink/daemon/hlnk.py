@@ -1,5 +1,5 @@
 """The daemon's side of the first hostlink's protocol (HLNK): one request per connection, answered
-with its response shapes and statuses (references/protocol.md, "HLNK compatibility").
+with its response shapes and statuses (references/protocol.md, references/compat.md).
 
 ``serve`` reads the request, checks its token first as that daemon did, and hands it to the
 handler of its type: hlnk_exec.py (exec, exec -D), hlnk_transfer.py (put, get, their streamed

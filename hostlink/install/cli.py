@@ -32,7 +32,10 @@ def host_cmd(
     tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
     workspace_mount: Optional[str] = typer.Option(None, help="where the workspace is mounted in the container: writes HOSTLINK_PATH_MAP so the same directory is used on the host"),
 ):
-    """Install hostlinkd on this host, start it, and set up the workspace for an agent."""
+    """Install hostlinkd on this host, start it, and set up the workspace for an agent.
+
+    An install of the first hostlink found here is taken over: its settings kept, its conf backed up
+    beside it, its daemon stopped (uninstall puts it back)."""
     opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
                         no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
                         group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell,

@@ -64,12 +64,14 @@ class OldInstall:
             os.kill(pid, signal.SIGTERM)
 
 
-def public_dir(tmp_path):
+@pytest.fixture
+def public_dir():
     """A directory other users can reach (pytest's own temporary root is 0700)."""
     import tempfile
     d = tempfile.mkdtemp(prefix="hostlink-test-")
     os.chmod(d, 0o755)
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ def test_dry_run_shows_the_takeover_and_changes_nothing(old):
     assert old.cli("ping").returncode == 0  # its daemon still runs
 
 
-def test_takeover_keeps_its_client_working_then_uninstall_brings_it_back(old, tmp_path):
+def test_takeover_keeps_its_client_working_then_uninstall_brings_it_back(old, tmp_path, public_dir):
     r = r_install = install("host", "--root", str(old.root))
     assert "stopped its hostlinkd (pid" in r.stdout and "started hostlinkd in the background" in r.stdout
     assert not running(str(old.conf))
@@ -120,7 +122,7 @@ def test_takeover_keeps_its_client_working_then_uninstall_brings_it_back(old, tm
         (4194304, True, 5000000)
     if runnable_by(sys.executable, "hostlink"):
         # Transfers run as its run_as_user too.
-        drop = public_dir(tmp_path)
+        drop = public_dir
         os.chown(drop, old.user.pw_uid, old.user.pw_gid)
         src = tmp_path / "blob"
         src.write_bytes(os.urandom(300000))
