@@ -10,6 +10,8 @@ import os
 import socket
 import stat
 
+from . import first_conf
+
 DEFAULT_PATH = "/etc/hostlink/hostlink.conf"
 
 
@@ -130,14 +132,6 @@ KEYS = {
     "tls_key": (_optpath, "", "its key (0600); default hostlink.key beside the conf"),
 }
 ALIASES = {"unix_path": "socket", "unix_mode": "socket_mode", "unix_group": "socket_group"}
-# What the first hostlink runs with where its conf is silent, when ours differs. A conf that uses
-# its key names (ALIASES, IGNORED) is its conf: it keeps these, so it means what it meant there.
-FIRST_DEFAULTS = {
-    "node_name": "hostlink", "socket_group": "hostlink", "max_concurrent": 8,
-    "max_timeout_ms": 300000, "default_max_output_bytes": 4 << 20, "max_output_bytes": 64 << 20,
-    "job_max_timeout_ms": 7 * _DAY_MS, "job_max_spool_bytes": 256 << 20, "job_retention_s": 86400,
-    "shutdown_grace_ms": 2000,  # it waits 2 s for running commands, then kills them
-}
 # The first hostlink's keys that mean nothing here, each with why (told as a notice, not refused).
 IGNORED = {
     "max_concurrent_io": "transfers count in max_concurrent with every other command",
@@ -218,7 +212,7 @@ def parse(text, path="hostlink.conf"):
     cfg = Config(path)
     seen = {}
     client = None
-    its = _first_hostlink_conf(text)
+    its = first_conf.is_its(text)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith(("#", ";")):
@@ -263,12 +257,6 @@ def parse(text, path="hostlink.conf"):
     return cfg
 
 
-def _first_hostlink_conf(text):
-    """Whether ``text`` uses a key name of the first hostlink's (unix_path, output_tmpdir, ...)."""
-    names = set(ALIASES) | set(IGNORED) | {"output_tmpdir"}
-    return any(line.partition("=")[0].strip() in names for line in text.splitlines())
-
-
 def _client_key(client, key, value, where, lineno, seen):
     spec = CLIENT_KEYS.get(key)
     if spec is None:
@@ -304,36 +292,12 @@ def _tls_defaults(cfg):
     cfg.tls_key = cfg.tls_key or os.path.join(base, "hostlink.key")
 
 
-def _first_defaults(cfg, explicit):
-    """The first hostlink's defaults for what its conf does not set (see FIRST_DEFAULTS)."""
-    if not (cfg.old_names or cfg.first_keys or "output_tmpdir" in explicit):
-        return
-    for key, value in FIRST_DEFAULTS.items():
-        if key not in explicit:
-            setattr(cfg, key, value)
-
-
-def _spool_in_output_tmpdir(cfg):
-    """Jobs where the first hostlink kept them, output_tmpdir/jobs, when only root may change that
-    directory: the root daemon writes there, and whoever owns it could swap the spool for a link."""
-    try:
-        st = os.lstat(cfg.output_tmpdir)
-        private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
-    except OSError:
-        private = False
-    if private:
-        cfg.job_spool_dir = os.path.join(cfg.output_tmpdir, "jobs")
-    else:
-        cfg.notices.append("%s: jobs are spooled in %s, not %s/jobs: that directory is not root's "
-                           "alone" % (cfg.path, cfg.job_spool_dir, cfg.output_tmpdir))
-
-
 def _check(cfg, explicit=()):
-    _first_defaults(cfg, explicit)
+    first_conf.defaults(cfg, explicit)
     _tls_defaults(cfg)
     cfg.policy_dir = cfg.policy_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.path)), "policy.d")
     if "output_tmpdir" in explicit and "job_spool_dir" not in explicit:
-        _spool_in_output_tmpdir(cfg)
+        first_conf.spool_in_output_tmpdir(cfg)
     if cfg.max_timeout_ms and cfg.default_timeout_ms > cfg.max_timeout_ms:
         # The first hostlink clamps a request's timeout to the cap, its default too: so do we.
         if "default_timeout_ms" in explicit:

@@ -60,7 +60,7 @@ class Helper:
         pass
 
     async def until_closed(self):
-        while await self.rq.recv():
+        while await self.rq.recv(keep=False):
             pass
 
     async def started(self, pid, timeout_ms):
@@ -74,7 +74,7 @@ class Helper:
                 await command.exited  # it was told to stop: it must not see the end of its input
             os.close(pipes[0])
             pipes[0] = -1
-            while await self.rq.recv():
+            while await self.rq.recv(keep=False):
                 pass
         except (ConnectionError, OSError, TooManyFds, p.RemoteProtocolError) as exc:
             log.debug("client input ended: %s", exc)

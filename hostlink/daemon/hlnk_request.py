@@ -28,13 +28,15 @@ class Request:
     def id(self):
         return str(self.obj.get("id", ""))[:64]
 
-    async def recv(self):
-        """More bytes from the client into the reader; False once it closed."""
+    async def recv(self, keep=True):
+        """More bytes from the client, into the reader unless only its hang-up is awaited (then
+        they are dropped: nothing more is read from it); False once it closed."""
         data, new_fds = await self.chan.recv()
         self.fds.extend(new_fds)
         if new_fds:
             raise p.RemoteProtocolError("HLNK requests pass no descriptors")
-        self.reader.feed(data)
+        if keep:
+            self.reader.feed(data)
         return bool(data)
 
     async def first(self):

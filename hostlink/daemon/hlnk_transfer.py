@@ -58,7 +58,8 @@ async def _stat(rq, op, path):
 
 def _mode(rq):
     mode = rq.obj.get("mode")
-    return int(mode) & 0o7777 if isinstance(mode, (int, float)) and mode > 0 else 0o644
+    # No set-id bits: a file a restricted client writes as root must not run as root.
+    return int(mode) & 0o777 if isinstance(mode, (int, float)) and mode > 0 else 0o644
 
 
 def _receive_args(rq, path):

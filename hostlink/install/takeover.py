@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 
-from ..daemon import config as hl_config
+from ..daemon import config as hl_config, first_conf
 from . import first_hostlink as first
 from .render import ini_value, render
 
@@ -115,7 +115,7 @@ def plan(old, layout):
     _adjust(pl, effective)
     have = {k for k, _, _ in pl.settings}
     pl.settings += [(k, str(v), "the first hostlink's default") for k, v in
-                    hl_config.FIRST_DEFAULTS.items() if k not in have and k != "socket_group"]
+                    first_conf.DEFAULTS.items() if k not in have and k != "socket_group"]
     pl.settings += [("audit_log", layout.audit_log, ""), ("admin_socket", layout.admin_socket, ""),
                     ("job_spool_dir", os.path.join(layout.root, "var/lib/hostlink/jobs"),
                      "its jobs were in output_tmpdir/jobs; ours are root's alone")]
