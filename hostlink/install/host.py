@@ -356,6 +356,8 @@ def install(opts):
     if opts.dry_run:
         return ["dry run: nothing was changed"] + (tk.lines if tk else []), changes
     report = list(tk.lines) if tk else []
+    if tk and opts.rotate_token:
+        report.append("--rotate-token: a new token replaces its token; give it to its clients")
     if tk:
         report += takeover_apply.backup(tk.record)
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
@@ -380,7 +382,9 @@ def install(opts):
         _make_socket_dir(layout, gid)
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
     _record(layout, opts, changes, created, tk.record if tk else None)
-    if tk:
+    if tk and opts.no_start:
+        report.append("--no-start: the first hostlink's daemon still runs; stop it before hostlinkd")
+    elif tk:
         report += takeover_apply.stop(tk.record, layout.root == "/" and systemd_running())
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))

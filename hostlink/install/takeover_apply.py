@@ -65,14 +65,12 @@ def backup(rec):
 def stop(rec, systemd):
     """Stop its daemon(s) so that ours can take the socket; returns what it did."""
     lines = []
-    if systemd:
-        for unit in rec["units"]:
-            # Ours replaces hostlinkd.service itself; a unit of another name must not start at boot.
-            verb = ["stop"] if unit["name"] == "hostlinkd.service" else ["disable", "--now"]
-            subprocess.run(["systemctl"] + verb + [unit["name"]], check=False)
-            lines.append("systemd: %s %s" % (" ".join(verb), unit["name"]))
-        return lines
-    from .first_hostlink import running
+    for unit in rec["units"] if systemd else ():
+        # Ours replaces hostlinkd.service itself; a unit of another name must not start at boot.
+        verb = ["stop"] if unit["name"] == "hostlinkd.service" else ["disable", "--now"]
+        subprocess.run(["systemctl"] + verb + [unit["name"]], check=False)
+        lines.append("systemd: %s %s" % (" ".join(verb), unit["name"]))
+    from .first_hostlink import running  # and any started by hand
     for pid, _, _ in running(rec["conf"]):
         os.kill(pid, signal.SIGTERM)
         lines.append("stopped its hostlinkd (pid %d)%s" % (pid, _wait_gone(pid)))
@@ -108,7 +106,7 @@ def restore(rec, systemd):
             lines.append("restored %s" % unit["path"])
     if not conf_back:
         return lines + ["no backup %s: the first hostlink's conf was not restored" % rec["backup"]]
-    if systemd:
+    if systemd and rec["units"]:
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         for unit in rec["units"]:
             subprocess.run(["systemctl", "enable", "--now", unit["name"]], check=False)
