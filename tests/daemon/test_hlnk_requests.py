@@ -123,8 +123,10 @@ def test_output_caps_of_the_conf(d):
     assert (len(r["stdout"]), r["stdout_truncated"], r["stdout_original_bytes"]) == (100, True, 3893)
     r = ask(d, type="exec", command="seq 1000", max_stdout_bytes=5000)  # clamped to max_output_bytes
     assert len(r["stdout"]) == 1000
-    out = json.loads(d.run("-j", "exec", "seq 1000").stdout)  # our client keeps what it caps too
-    assert (len(out["stdout"]), out["stdout_truncated"], out["stdout_original_bytes"]) == (100, True, 3893)
+    for mode in ((), ("--relay",)):  # our client keeps what it caps too, from pipes or frames
+        out = json.loads(d.run(*mode, "-j", "exec", "seq 1000").stdout)
+        assert (len(out["stdout"]), out["stdout_truncated"], out["stdout_original_bytes"]) == \
+            (100, True, 3893)
     out = json.loads(d.run("-j", "-m", "5000", "exec", "seq 1000").stdout)
     assert len(out["stdout"]) == 1000 and out["stdout_truncated"]
     assert d.run("exec", "seq 1000").stdout.count(b"\n") == 1000  # a terminal's output is not capped
