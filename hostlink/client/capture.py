@@ -16,6 +16,10 @@ def collect(session, capture, sink, out_r, err_r):
     pipes.poller.register(sock_fd, select.POLLIN)
     try:
         running = True
+        while running and not session.result.pid:
+            # Started first: it says what the conf caps, before any output is kept or passed on.
+            session.receive(session.sock.recv)
+            running = session.dispatch(None)
         while running:
             for fd, _ in pipes.poller.poll():
                 if fd != sock_fd:

@@ -101,10 +101,15 @@ def test_its_suite_against_hostlinkd(first_hostlink, baseline, hostlinkd_shim, c
     else:
         client = tmp_path / "hostlink-cli"  # the name decides: its codes and answers
         shutil.copy(client_app, str(client))
-    got = run_suite(first_hostlink, tmp_path, suite, client, hostlinkd_shim)
+    got = run_suite(first_hostlink, tmp_path / "1", suite, client, hostlinkd_shim)
     allowed = DOCUMENTED[suite]["both"] | (DOCUMENTED[suite]["ours"] if which == "ours" else set())
     allowed = {key(n) for n in allowed | TIMED} | {n for n, ok in baseline[suite].items() if not ok}
     failed = sorted(name for name, ok in got.items() if not ok)
+    if set(failed) - allowed:
+        # Its suite sleeps and times jobs: under load one can miss. A difference fails twice.
+        print("%s with %s client, failed once: %s" % (suite, which, set(failed) - allowed))
+        again = run_suite(first_hostlink, tmp_path / "2", suite, client, hostlinkd_shim)
+        failed = sorted(set(failed) & {n for n, ok in again.items() if not ok})
     # Its assertions are named one way when they pass and another when they fail: count them.
     assert len(got) == len(baseline[suite]), "its suite ran %d assertions against hostlinkd, %d " \
         "against itself" % (len(got), len(baseline[suite]))
