@@ -333,33 +333,41 @@ def _token(token, token_file, where, conf_path):
 
 
 def _load_policy_dir(cfg):
-    """The exact rules that hostlink-approve --always wrote: ``[client NAME]`` then ``always = JSON``."""
+    """The exact records that hostlink-approve --always wrote: ``CLIENT.json``, a JSON document
+    {"client": NAME, "always": [{"request": ..., "exe": ..., "files": ...}]} (approvals.store).
+
+    A ``CLIENT.conf`` of an older hostlinkd (``always = JSON`` lines, written as text joined with
+    the request) is not read: its rules name no executable identity, and a newline in an approved
+    command could add lines to it. A notice says so; approve those requests again."""
     import json
     try:
-        names = sorted(n for n in os.listdir(cfg.policy_dir) if n.endswith(".conf"))
+        names = sorted(os.listdir(cfg.policy_dir))
     except OSError:
         return
     for name in names:
         path = os.path.join(cfg.policy_dir, name)
+        if name.endswith(".conf"):
+            cfg.notices.append("%s: always rules of an older hostlinkd are no longer read (they "
+                               "do not name the executable they ran); approve again with "
+                               "hostlink-approve approve --always" % path)
+            continue
+        if not name.endswith(".json") or name.startswith("."):
+            continue
         check_private(path)
-        client = None
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                where = "%s:%d" % (path, lineno)
-                if not line or line.startswith("#"):
-                    continue
-                if line.startswith("["):
-                    client = _section(line, where)
-                    continue
-                key, _, value = line.partition("=")
-                if key.strip() != "always" or client is None:
-                    raise ConfigError("%s: a policy drop-in holds [client NAME] and always = lines" % where)
-                try:
-                    rule = json.loads(value)
-                except ValueError:
-                    raise ConfigError("%s: always = wants a JSON request" % where) from None
-                cfg.always.setdefault(client, []).append(rule)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            client = doc["client"]
+            records = doc["always"]
+            if not isinstance(client, str) or not isinstance(records, list) or not all(
+                    isinstance(r, dict) and isinstance(r.get("request"), dict)
+                    and isinstance(r.get("exe"), dict) and isinstance(r.get("files", {}), dict)
+                    for r in records):
+                raise ValueError("unexpected structure")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("%s: not a policy record file written by hostlink-approve (%s)"
+                              % (path, exc)) from None
+        cfg.always.setdefault(client, []).extend(records)
 
 
 def clients(cfg):
