@@ -159,6 +159,9 @@ CLIENT_KEYS = {
     "run_as_group": (_str, "", False),
     "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 0, False),
     "ping_only": (_bool, False, False),
+    # put/cp keep setuid, setgid and sticky bits only when this is true: a client that may write
+    # files must not plant a setuid program that a local user then runs as its owner.
+    "allow_setuid": (_bool, False, False),
 }
 
 
