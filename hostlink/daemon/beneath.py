@@ -31,7 +31,7 @@ def locate(root, path, create=False):
         return os.open(os.path.dirname(root), _DIR), os.path.basename(root) or "."
     rel = os.path.relpath(real, root)
     if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
-        raise Outside("%s is outside %s" % (path, root))
+        raise Outside("refused %s: it leads outside %s (cwd_allow)" % (path, root))
     top = os.open(root, _DIR)
     try:
         return open_beneath(top, os.path.dirname(rel), create), os.path.basename(rel)
