@@ -74,7 +74,7 @@ def endpoint(opts, environ, warnings, target=None):
 
 
 # Told once when -k carries the token itself: any user of the machine can read our argv.
-LITERAL_TOKEN = ("hostlink: -k TOKEN shows the token in /proc/PID/cmdline to every user of this "
+LITERAL_TOKEN = ("-k TOKEN shows the token in /proc/PID/cmdline to every user of this "
                  "machine; use HOSTLINK_TOKEN_FILE=FILE or -k @FILE")
 MAX_TOKEN_FILE = 4096  # a token is 64 characters; anything much longer is the wrong file
 
