@@ -121,6 +121,18 @@ def test_a_planted_module_never_runs_in_the_transfer_helper(arena):
     assert elsewhere.returncode == 6 and b"may not work in" in elsewhere.stderr, elsewhere.stderr
 
 
+def test_the_helper_runs_as_the_run_as_user(make_daemon):
+    # Its first instruction runs as that user: the interpreter is one the user may run (not
+    # pyenv's under /root), the package is read from the daemon's own location.
+    if not all(os.stat(p).st_mode & 0o5 == 0o5 for p in (ROOT, os.path.dirname(ROOT))):
+        pytest.skip("this checkout (%s) is not readable by other users" % ROOT)
+    arena = Arena(make_daemon, "run_as = nobody\n")
+    arena.plant("f", data=b"mine\n")
+    r = arena.client("put", str(arena.jail / "f"), str(arena.jail / "copy"))
+    assert r.returncode == 0, r.stderr
+    assert os.stat(arena.jail / "copy").st_uid == NOBODY
+
+
 def test_a_path_swapped_after_the_check_is_never_followed(arena):
     vault = arena.base / "vault"
     vault.mkdir()
