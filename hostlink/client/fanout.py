@@ -6,8 +6,8 @@ import threading
 from . import output, targets_conf
 from .errors import HostlinkError
 from .capture import write_all
-from .session import (Session, connect_timeout, given_token, need_token, raise_for, target_endpoint, whole_ms,
-                      with_fields)
+from .session import (Session, connect_timeout, given_token, need_token, raise_for, target_endpoint,
+                      whole_ms, with_fields)
 
 
 def names(opts, environ, warnings):
