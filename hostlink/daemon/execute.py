@@ -55,11 +55,11 @@ async def authorize(state, client, req, exchange):
     """The Decision to run ``req`` for ``client``; a Refused when it may not run."""
     cfg = state.cfg
     user = policy.user_for(cfg, client)
+    if req.xfer:  # its helper runs in /, whatever cwd was asked (it must be allowed all the same)
+        root = policy.check_transfer(cfg, client, req)
+        req = transfer_request(req, user, root, client.allow_setuid)
+        return Decision(req, user, policy.hold(cfg, req, "/"), False)
     cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-    if req.xfer:
-        policy.check_transfer(cfg, client, req)
-        req = transfer_request(req)
-        return Decision(req, user, policy.hold(cfg, req, cwd), False)
     # Held from here to the spawn: what is checked (and what a person approves) is what runs.
     target = policy.hold(cfg, req, cwd)
     try:
@@ -91,9 +91,12 @@ async def _approval(state, client, req, target, exchange):
     raise ConnectionResetError("the client went away while waiting for approval")
 
 
-def transfer_request(req):
-    """hostlink cp/put/get/df as the request that runs its host-side helper (the client's user)."""
-    argv, env = spawn.helper("transfer_helper", req.xfer, *req.argv)
+def transfer_request(req, user, root, setuid):
+    """hostlink cp/put/get/df as the request that runs its host-side helper as the client's user;
+    the helper resolves the client's path beneath ``root`` itself. What the daemon decides comes
+    first and by position, so nothing the client sends can pose as it."""
+    argv, env = spawn.helper("transfer_helper", root, "keep" if setuid else "strip", req.xfer,
+                             *req.argv, user=user)
     fields = {n: getattr(req, n) for n in req.__slots__}
     fields.update(argv=tuple(argv), command=None, env=tuple(env.items()), xfer="")
     return p.Exec(**fields)

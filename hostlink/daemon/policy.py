@@ -312,7 +312,8 @@ def check(cfg, client, request, target):
 
 
 def check_transfer(cfg, client, request):
-    """Raise a Refused when ``client`` may not make the transfer ``request`` (cp/put/get/df)."""
+    """The directory a transfer ``request`` (cp/put/get/df) of ``client`` is confined to (its
+    helper resolves the path beneath it, on a descriptor); a Refused when it may not be made."""
     if request.xfer not in ("send", "receive", "df", "stat") or not request.argv:
         raise BadRequest("unknown transfer %r" % request.xfer)
     if cfg.namespace_pid:
@@ -325,16 +326,31 @@ def check_transfer(cfg, client, request):
     if client.restricted and not client.cwd_allow:
         raise Denied("client %s has rules but no cwd_allow, so it may not transfer files"
                      % client.name)
-    if client.cwd_allow and not inside(path, client.cwd_allow):
+    if not client.cwd_allow:
+        return "/"
+    allowed = " ".join(client.cwd_allow)
+    if request.cwd and not inside(request.cwd, client.cwd_allow):
+        raise Denied("client %s may not work in %s (cwd_allow = %s)"
+                     % (client.name, request.cwd, allowed))
+    root = _root_of(path, client.cwd_allow)
+    if root is None:
         raise Denied("client %s may not transfer %s (cwd_allow = %s)"
-                     % (client.name, path, " ".join(client.cwd_allow)))
+                     % (client.name, path, allowed))
+    return root
+
+
+def _root_of(path, roots):
+    """The first of ``roots`` (symlinks resolved) that ``path`` (symlinks resolved) is in, or None."""
+    real = os.path.realpath(path)
+    for root in (os.path.realpath(r) for r in roots):
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
 
 
 def inside(path, roots):
     """Whether ``path``, symlinks resolved, is one of ``roots`` (resolved too) or below one."""
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r.rstrip("/") + "/")
-               for r in (os.path.realpath(root) for root in roots))
+    return _root_of(path, roots) is not None
 
 
 def _within(real, roots):

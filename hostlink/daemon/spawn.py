@@ -210,14 +210,51 @@ def as_user(user, gid=None):
             "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid)}
 
 
-def helper(module, *args):
-    """(argv, env) that run a helper program of ours, ``python3 -S -m hostlink.daemon.MODULE``.
+def helper(module, *args, user=None):
+    """(argv, env) that run a helper program of ours, hostlink.daemon.MODULE, as ``user``.
 
-    -S: no site, whose .pth files can cost more than the helper itself (PYTHONPATH names the
-    package instead): 100 job runners at once start about a third faster, a transfer 30 ms (bench/).
+    Isolated (-I: no module path from the working directory or the environment), the package
+    imported from the daemon's own install location only, with an empty environment: nothing a
+    client can name or plant decides what code the helper runs. -S: no site, whose .pth files
+    can cost more than the helper itself: 100 job runners at once start about a third faster,
+    a transfer 30 ms (bench/).
     """
-    argv = [sys.executable, "-S", "-m", "hostlink.daemon." + module, *args]
-    return argv, {"PYTHONPATH": _PACKAGE_PARENT}
+    boot = ("import sys,runpy;sys.path.insert(0,%r);"
+            "runpy.run_module('hostlink.daemon.%s',run_name='__main__',alter_sys=True)"
+            % (_PACKAGE_PARENT, module))
+    return [helper_python(user), "-I", "-S", "-c", boot, *args], {}
+
+
+def helper_python(user=None):
+    """The interpreter a helper runs with as ``user``: ours when that user may run it and read
+    the package, else /usr/bin/python3 (ours may live under a private home, as pyenv's does)."""
+    if user is None or user.pw_uid == os.getuid():
+        return sys.executable
+    gids = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    if not _reachable(_PACKAGE_PARENT + "/", user.pw_uid, gids, 0o1):
+        raise SpawnFailed("the hostlink package in %s is not readable by %s, who runs this "
+                          "transfer; install hostlink where every user can read it"
+                          % (_PACKAGE_PARENT, user.pw_name))
+    ours = _reachable(os.path.realpath(sys.executable), user.pw_uid, gids, 0o1) and \
+        _reachable(os.path.realpath(sys.prefix) + "/", user.pw_uid, gids, 0o1)
+    return sys.executable if ours else "/usr/bin/python3"
+
+
+def _reachable(path, uid, gids, bit):
+    """Whether ``uid`` (in ``gids``) can reach ``path``: search on every directory above it and
+    ``bit`` (1 = execute) on the file itself (a path ending in / checks directories only)."""
+    parts = path.rstrip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/".join(parts[:i]) or "/"
+        try:
+            st = os.stat(here)
+        except OSError:
+            return False
+        need = bit if (i == len(parts) and not path.endswith("/")) else 0o1
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid in gids else 0
+        if not (st.st_mode >> shift) & need:
+            return False
+    return True
 
 
 def is_signal(signum):
