@@ -20,10 +20,10 @@ def line(text):
     sys.stdout.write(text + "\n")
 
 
-def usage(to_stdout):
-    """The --help text (on stderr when no command was given)."""
+def usage(to_stdout, command=None):
+    """The --help text of hostlink or of ``command`` (on stderr when no command was given)."""
     from .usage import text
-    (sys.stdout if to_stdout else sys.stderr).write(text())
+    (sys.stdout if to_stdout else sys.stderr).write(text(command))
 
 
 def version(number):
@@ -44,7 +44,7 @@ def error_json(exc):
     """The -j object of a request that failed before it had a result."""
     from .session import new_id
     print_json({"version": 1, "id": new_id(), "node": "", "status": exc.status,
-                "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
+                "exit_code": exc.shell_status or -1, "stdout": "", "stderr": "", "stdout_truncated": False,
                 "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
 
 

@@ -127,9 +127,9 @@ def spawn(cfg, request, user, cwd, stdin, stdout, stderr, tty=False):
             argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=None if cfg.namespace_pid else cwd,
             env=env, close_fds=True, start_new_session=True, restore_signals=True, **kw)
     except FileNotFoundError:
-        raise SpawnFailed("%s: command not found on the host" % argv[0]) from None
+        raise SpawnFailed("%s: command not found on the host" % argv[0], 127) from None
     except PermissionError as exc:
-        raise SpawnFailed("%s: %s" % (argv[0], exc.strerror)) from None
+        raise SpawnFailed("%s: %s" % (argv[0], exc.strerror), 126) from None
     except OSError as exc:
         raise SpawnFailed("cannot start %s: %s" % (argv[0], exc.strerror)) from None
 
