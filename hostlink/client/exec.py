@@ -72,7 +72,7 @@ def run(opts, words, environ, warnings):
 
 def run_one(opts, ep, req, caps, mapped_from=""):
     """The result of ``req`` on ``ep``, through ``caps`` when given, in a terminal with --tty."""
-    with Session(ep, connect_timeout(opts), on_wait=_approval_wait,
+    with Session(ep, connect_timeout(opts), on_wait=_waiting,
                  on_stuck=_signal_stuck) as session:
         restore = None
         if opts.tty:
@@ -129,9 +129,9 @@ def run_hlnk(opts, ep, req):
     return resp.get("exit_code", 1)
 
 
-def _approval_wait(waiting):
+def _waiting(event):
     from . import output
-    output.approval_wait(waiting)
+    output.waiting(event)
 
 
 def _signal_stuck():

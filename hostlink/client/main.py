@@ -197,14 +197,17 @@ def dispatch(argv, opts, environ, warnings):
 
 
 def _own_flags(name, words, opts):
-    """The words of a command that reads its own, less what main reads for it: -h/--help before
-    any ``--``, and job's -x (wait with the job's own status, as hostlink -x job wait does)."""
+    """The words of a command that reads its own, less what main reads for it (before any ``--``):
+    -h/--help, job's -x (wait with the job's own status, as hostlink -x job wait does), and the
+    transfers' -q."""
     head = words[:words.index("--")] if "--" in words else words
     if any(w in HELP_FLAGS for w in head):
         opts.help = True
-    if name == "job" and ("-x" in words or "--exit-status" in words):
-        opts.exit_status = True
-        words = [w for w in words if w not in ("-x", "--exit-status")]
+    lifted = {"job": ("-x", "--exit-status"), "cp": ("-q", "--quiet"), "put": ("-q", "--quiet"),
+              "get": ("-q", "--quiet")}.get(name.replace("-stream", ""), ())
+    if any(w in lifted for w in head):
+        setattr(opts, "exit_status" if name == "job" else "quiet", True)
+        words = [w for w in head if w not in lifted] + words[len(head):]
     return words
 
 

@@ -122,9 +122,13 @@ def print_json(obj):
 # ---- exec ---------------------------------------------------------------------------------------
 
 
-def approval_wait(waiting):
-    say("waiting for approval %s on %s: %s (up to %d s)"
-        % (waiting.id, waiting.node, waiting.text, waiting.timeout_ms // 1000))
+def waiting(event):
+    """A protocol.Waiting: for a person's approval, or for a free slot (its text says so)."""
+    if event.kind == "slot":
+        say(event.text)
+    else:
+        say("waiting for approval %s on %s: %s (up to %d s)"
+            % (event.id, event.node, event.text, event.timeout_ms // 1000))
 
 
 def signal_stuck():
@@ -196,6 +200,21 @@ def _size(n):
         if n < 1024 or unit == "TiB":
             return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
         n /= 1024.0
+
+
+def progress(moved, total, elapsed, final):
+    """The progress line of a transfer on stderr (a terminal): rewritten in place, ended when final."""
+    rate = moved / elapsed if elapsed > 0 else 0
+    text = _size(moved)
+    if total:
+        text += " of %s (%d%%)" % (_size(total), min(100, moved * 100 // total))
+    text += ", %s/s" % _size(int(rate))
+    if final:
+        text += ", %.1f s" % elapsed
+    elif total and rate > 0 and total > moved:
+        text += ", %d s left" % ((total - moved) / rate + 0.5)
+    sys.stderr.write("\r\x1b[K" + text + ("\n" if final else ""))
+    sys.stderr.flush()
 
 
 def received(files, size, verify):

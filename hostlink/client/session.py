@@ -157,7 +157,7 @@ class Session:
         self.sock = connect(ep, connect_timeout_ms)
         self.conn = p.Connection(p.CLIENT)
         self.result = CompletedProcess()
-        self.on_wait = on_wait  # called with a protocol.Waiting when a person must approve
+        self.on_wait = on_wait  # called with a protocol.Waiting: a person must approve, or a slot
         self.on_stuck = on_stuck  # called once when a forwarded signal waits behind unread stdin
         self.relay = None  # the Relay while one runs: signals go through it
         self.kill_refused = False  # a daemon before protocol Kill said no once
@@ -354,9 +354,7 @@ class Session:
     def _waiting(self, event):
         if event.kind == "slot":
             self.queued = True
-            from . import output
-            output.say(event.text)
-        elif self.on_wait is not None:
+        if self.on_wait is not None:
             self.on_wait(event)
 
     def handle(self, event, out):

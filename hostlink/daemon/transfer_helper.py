@@ -8,13 +8,15 @@ import os
 import stat
 import sys
 
+from ..wire.plain import words
 from ..wire.tarstream import (TransferError, Unpacker, copy_fd, free_bytes, manifest_line, pack,
                               receive_file, sha256_path, summary, total_size)
 
 
 def main(argv):
     """Host side: ``send SRC [--exclude G]... [--verify]``, ``receive DEST [--verify] [--size N]``,
-    ``stat PATH``, ``df PATH``. Errors are one line on stderr and exit 1."""
+    ``stat PATH``, ``df PATH``. Errors are one line in plain words on stderr (the client's own, in
+    fds mode: it adds nothing) and exit 1."""
     import signal
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         # A hang-up or timeout must unwind through the cleanups: no partial file stays behind.
@@ -25,7 +27,7 @@ def main(argv):
             raise TransferError("unknown action %r" % action)
         ACTIONS[action](path, rest)
     except (TransferError, OSError, IndexError, ValueError) as exc:
-        sys.stderr.write("hostlink transfer: %s\n" % exc)
+        sys.stderr.write("hostlink: %s\n" % words(exc, " on the host"))
         return 1
     return 0
 
