@@ -229,16 +229,20 @@ def _tell(warnings):
             output.say(line)
 
 
-def run_shim(prog, argv, environ):
-    """Started as a shim: run ``prog argv...`` on the host, exactly, and exit with its status."""
-    from . import exec as exec_command
+def run_shim(path, argv, environ):
+    """Started as a shim at ``path``: run its program with ``argv`` on the host, exactly (paths
+    in HOSTLINK_PATH_MAP mapped), with the shim's timeout, and exit with the program's status."""
+    from . import exec as exec_command, shimrun
     opts = Options()
     opts.argv = opts.exit_status = True
     try:
-        return exec_command.run(opts, [prog] + list(argv), environ, [])
+        opts.timeout = shimrun.timeout(path, environ)
+        words = shimrun.words(path, argv, environ)
+        return exec_command.run(opts, words, environ, [])
     except HostlinkError as exc:
-        from . import output
-        output.say(exc.message)
+        if exc.message:
+            from . import output
+            output.say(exc.message)
         return exit_code(exc, False, True)
 
 
@@ -269,7 +273,7 @@ def main():
     compat = prog == "hostlink-cli"
     try:
         if prog not in CLIENT_NAMES and not prog.startswith(("hostlink", "python")):
-            code = run_shim(prog, sys.argv[1:], environ)
+            code = run_shim(sys.argv[0], sys.argv[1:], environ)
         else:
             code = run(sys.argv[1:], environ, compat)
     except KeyboardInterrupt as exc:  # Ctrl-C, or errors.Leave on signal N: 128+N, as a shell says

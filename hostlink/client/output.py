@@ -188,6 +188,17 @@ def targets_table(rows, pinged):
         sys.stdout.write(text.rstrip() + "\n")
 
 
+def shims(found, where):
+    """``hostlink shim list``: name, link and timeout of each shim; says so when there is none."""
+    for name, path, timeout_ms in found:
+        note = "" if timeout_ms is None else "  (timeout %s ms)" % timeout_ms
+        if timeout_ms == "0":
+            note = "  (no timeout)"
+        sys.stdout.write("%-16s %s%s\n" % (name, path, note))
+    if not found:
+        say("no shims on %s (make one with: hostlink shim install NAME)" % where)
+
+
 def free_space(path, where, free, total):
     """``hostlink df`` for people (``free`` and ``total`` as the host wrote them)."""
     note = "" if where == path.rstrip("/") else ", the nearest existing ancestor of %s" % path
