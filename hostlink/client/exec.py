@@ -33,7 +33,7 @@ def request(opts, words, environ):
     if cwd and not cwd.startswith("/"):
         raise UsageError("-w wants an absolute path on the host, got %r" % cwd)
     if environ.get("HOSTLINK_PATH_MAP"):
-        from .shims import mapped_workdir
+        from .pathmap import mapped_workdir
         cwd, mapped_from = mapped_workdir(cwd, environ)
     if "TERM" in environ and posix.isatty(1) and not opts.json:
         env.insert(0, ("TERM", environ["TERM"]))

@@ -50,5 +50,5 @@ def words(path, argv, environ):
     prog = path.rpartition("/")[2]
     if not environ.get("HOSTLINK_PATH_MAP"):
         return [prog] + list(argv)
-    from .shims import map_args
+    from .pathmap import map_args
     return [prog] + map_args(argv, environ)

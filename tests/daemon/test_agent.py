@@ -14,7 +14,7 @@ def shimdir(daemon, tmp_path):
     app = d / "hostlink"
     app.write_bytes(open(daemon.client_app, "rb").read())
     os.chmod(app, 0o755)
-    r = subprocess.run([str(app), "shim", "install", "cat", "sh", "tty"], capture_output=True,
+    r = subprocess.run([str(app), "shim", "install", "cat", "awk", "tty"], capture_output=True,
                        env=daemon.env())
     assert r.returncode == 0, r.stderr
     return d
@@ -22,8 +22,8 @@ def shimdir(daemon, tmp_path):
 
 def test_shim_runs_host_program_with_exact_args_and_status(daemon, shimdir):
     env = daemon.env()
-    r = subprocess.run([str(shimdir / "sh"), "-c", 'printf "%s|" "$@"; exit 3', "x", "a b", "$HOME"],
-                       capture_output=True, env=env)
+    program = 'BEGIN { for (i = 1; i < ARGC; i++) printf "%s|", ARGV[i]; exit 3 }'
+    r = subprocess.run([str(shimdir / "awk"), program, "a b", "$HOME"], capture_output=True, env=env)
     assert (r.returncode, r.stdout) == (3, b"a b|$HOME|")
     r = subprocess.run([str(shimdir / "cat")], input=b"through stdin\n", capture_output=True, env=env)
     assert r.stdout == b"through stdin\n"
@@ -42,7 +42,9 @@ def test_shim_gets_a_terminal(daemon, shimdir):
 
 def test_shim_list_and_remove(daemon, shimdir):
     app = str(shimdir / "hostlink")
-    assert subprocess.run([app, "shim", "list"], capture_output=True).stdout == b"cat\nsh\ntty\n"
+    listed = subprocess.run([app, "shim", "list"], capture_output=True).stdout.decode()
+    assert [line.split()[:2] for line in listed.splitlines()] == [
+        ["awk", str(shimdir / "awk")], ["cat", str(shimdir / "cat")], ["tty", str(shimdir / "tty")]]
     subprocess.run([app, "shim", "remove", "cat"], check=True)
     assert not (shimdir / "cat").exists()
     r = subprocess.run([app, "shim", "remove", "hostlink"], capture_output=True)
