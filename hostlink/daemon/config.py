@@ -85,7 +85,7 @@ KEYS = {
     "socket_group": (_str, "", "group that may connect; empty keeps the daemon's group"),
     "max_concurrent": (_int_in(1, 4096), 16, "commands running at once; one more waits for a slot"),
     "busy_wait_ms": (_int_in(0, _HOUR_MS), 30000, "how long a request waits for a free slot (0: busy at once)"),
-    "max_queued": (_int_in(0, 65536), 128, "requests waiting for a slot at once; one more is told busy"),
+    "max_queued": (_int_in(0, 65536), 256, "requests waiting for a slot; one more is told busy (half of max_connections)"),
     "max_connections": (_int_in(1, 65536), 512, "open connections of any kind (fds are finite)"),
     "max_unauthenticated": (_int_in(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
     "auth_timeout_ms": (_int_in(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
