@@ -7,7 +7,6 @@ import socket
 import subprocess
 
 from hostlink.wire import protocol as p
-from tests.conftest import wait_for
 from tests.daemon.test_security import auth, error_code, raw
 
 WAITING = b"hostlink: waiting for a free slot on %s (max_concurrent 1)...\n" % socket.gethostname().encode()
