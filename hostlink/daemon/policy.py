@@ -219,18 +219,30 @@ def resolve(cfg, program, target, search_path=DEFAULT_PATH):
 def _exe(fd, st):
     from ..wire.launcher import HEADER
     real = _fd_path(fd)
-    head = b""
-    try:
-        with open("/proc/self/fd/%d" % fd, "rb") as f:
-            head = f.read(len(HEADER))
-    except OSError:
-        pass
+    head = _head(fd, len(HEADER))
     script = head.startswith(b"#!")
     # Only root can re-point this path: executing it by path runs this object (no descriptor to
     # pass, vfork stays possible). A script is always run by path: its interpreter opens it by
     # name, and /proc/self/fd/N as $0 breaks "$(dirname "$0")" (the residual risk: security.md).
     by_path = script or root_only(real, st)
     return Exe(fd, real, st, by_path, script, head == HEADER)
+
+
+def _head(fd, n):
+    """The first ``n`` bytes of the held regular file ``fd``, without waiting on its owner: a
+    non-blocking open is refused at once (EWOULDBLOCK) where a lease would hold a plain open
+    for lease-break-time (45 s) in the daemon's only thread. b"" when it cannot be read."""
+    try:
+        rfd = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY |
+                      os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.pread(rfd, n, 0)
+    except OSError:
+        return b""
+    finally:
+        os.close(rfd)
 
 
 def _strip(cfg, resolved):
