@@ -40,7 +40,7 @@ _BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 # A text field from a client is kept up to this many characters (its length is recorded).
 MAX_FIELD = 4096
 # Unauthenticated events recorded per peer per window; the rest are counted, not written.
-UNAUTH_PER_WINDOW, UNAUTH_WINDOW_S = 20, 10.0
+UNAUTH_PER_WINDOW, UNAUTH_WINDOW_S = 100, 10.0
 
 
 def bounded(value, limit=MAX_FIELD):
@@ -86,6 +86,9 @@ class AuditLog:
         now = time.monotonic()
         since, count = self._unauth.get(key, (now, 0))
         if now - since > UNAUTH_WINDOW_S:
+            if count > UNAUTH_PER_WINDOW:
+                self.write(event="audit", result="suppressed", peer=key,
+                           count=count - UNAUTH_PER_WINDOW, window_s=UNAUTH_WINDOW_S)
             since, count = now, 0
         self._unauth[key] = (since, count + 1)
         if len(self._unauth) > 4096:

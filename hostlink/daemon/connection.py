@@ -23,7 +23,7 @@ log = logging.getLogger("hostlinkd")
 class Session:
     """One accepted socket: who is there, its token, its one request, and the audit line of it all."""
 
-    def __init__(self, state, sock, peer, slot):
+    def __init__(self, state, sock, peer, slot=None):
         self.state = state
         self.sock = sock
         self.peer = peer
@@ -31,10 +31,20 @@ class Session:
         self.fds = []  # descriptors the client passed: closed at the end unless a command took them
         self.chan = self.conn = None
         self.hlnk = False
+        self.task = None  # set by the listener: cancelled on eviction
         self.record = {}
 
     def authenticated(self):
         self.slot.authenticated()
+
+    def evict(self):
+        """The limits took this unauthenticated connection's slot back: say so, if what was
+        said so far lets a frame follow (no TLS, no HLNK), then end it."""
+        if not self.hlnk and (self.chan is None or self.chan.sock is self.sock):
+            _say_now(self.sock, p.encode(p.Error(
+                "busy", "server busy: too many connections still authenticating "
+                        "(max_unauthenticated); this one waited longest")))
+        self.task.cancel()
 
     async def serve(self):
         """Serve the connection to its end, then write its audit line."""
@@ -54,10 +64,6 @@ class Session:
                 raise  # the daemon stops
             self.record.setdefault("event", "auth")
             self.record.setdefault("result", "evicted")  # never authenticated; the cap made room
-            if self.conn is not None and not self.hlnk:
-                _say_now(self.chan, self.conn, p.Error(
-                    "busy", "server busy: too many connections still authenticating "
-                            "(max_unauthenticated); this one waited longest"))
         except (ConnectionError, OSError) as exc:
             self.record.setdefault("event", "request")
             self.record.setdefault("result", "disconnected")
@@ -283,9 +289,9 @@ async def _answer(chan, conn, event):
         pass
 
 
-def _say_now(chan, conn, event):
+def _say_now(sock, data):
     """Send a last answer only if it goes out at once (an evicted peer is not waited for)."""
     try:
-        chan.sock.send(conn.send(event))
-    except (OSError, p.ProtocolError):
+        sock.send(data, socket.MSG_DONTWAIT)
+    except OSError:
         pass

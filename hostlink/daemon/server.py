@@ -138,16 +138,13 @@ class Server:
             except OSError:  # gone already
                 sock.close()
                 continue
-            task = None
-
-            def evict():
-                task.cancel()
+            session = Session(self.state, sock, peer)
             try:
-                slot = self.state.limits.admit(peer.limit_key, evict)
+                slot = session.slot = self.state.limits.admit(peer.limit_key, session.evict)
             except Busy as exc:
                 _refuse(sock, exc.message)
                 continue
-            task = self.state.loop.create_task(Session(self.state, sock, peer, slot).serve())
+            task = session.task = self.state.loop.create_task(session.serve())
             self._tasks.add(task)
             # Runs even when the task was cancelled before it started: the slot and socket go.
             task.add_done_callback(lambda t, slot=slot, sock=sock: _done(self._tasks, t, slot, sock))
