@@ -57,7 +57,8 @@ def nobody(d, code, timeout=60, wait=True):
     env = {"SOCK": d.socket, "TOKEN": d.token, "PATH": "/usr/bin:/bin"}
     argv = ["/usr/bin/python3", "-c", PRELUDE + code]
     if not wait:
-        return subprocess.Popen(argv, env=env, user=NOBODY, cwd="/", stdout=subprocess.PIPE)
+        return subprocess.Popen(argv, env=env, user=NOBODY, cwd="/", stdout=subprocess.PIPE,
+                                stdin=subprocess.PIPE)
     r = subprocess.run(argv, env=env, user=NOBODY, cwd="/", capture_output=True, timeout=timeout)
     assert r.returncode == 0, r.stderr.decode()
     return r.stdout.decode()
@@ -76,26 +77,31 @@ def public(make_daemon, extra=""):
 
 
 def test_flood_of_silent_connections_never_locks_out(make_daemon):
-    # Old code: connections evicted before their task ran kept their count: every later client
-    # was told "server busy: N connections open" until a restart.
+    # Old code: a connection evicted before its task ran kept its count: every later client was
+    # told "server busy: N connections open" until a restart. A burst the daemon accepts in one
+    # batch (here: while it is stopped) evicts connections whose tasks have not started yet.
     d, base = public(make_daemon, "max_unauthenticated = 8\nmax_connections = 16")
-    nobody(d, """
+    for _ in range(3):
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            flood = nobody(d, """
 held = []
-for i in range(400):
-    try:
-        s = conn()
-    except OSError:
-        continue
+for i in range(200):
+    s = conn()
     if i % 7 == 0:
         s.send(p.PREFACE + p.encode(p.Auth("wrong-token-%d" % i, "x")))
     elif i % 11 == 0:
         s.send(b"\\x00\\xffgarbage" * 50)
     held.append(s)
-time.sleep(0.5)
-for s in held:
-    s.close()
-""")
-    for _ in range(5):
+print("ready", flush=True)
+sys.stdin.read()
+""", wait=False)
+            assert flood.stdout.readline() == b"ready\n"
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        flood.kill()
+        flood.wait()
         good(d)
     st = settled(d, base)
     assert st["connections"]["evicted_total"] > 0
@@ -229,7 +235,7 @@ def test_a_signal_never_reaches_a_recycled_process_group(daemon):
     s.connect(daemon.socket)
     # The command leaves at once; what it started in a session of its own writes on, and as we
     # read nothing, the daemon's relay is stuck with this connection open, reading our frames.
-    ex = p.Exec(command="setsid head -c 100000000 /dev/zero & exit 0", mode="relay")
+    ex = p.Exec(command="setsid head -c 100000000 /dev/zero & sleep 0.5; exit 0", mode="relay")
     s.sendall(p.PREFACE + p.encode(p.Auth(daemon.token, "x")) + p.encode(ex) + p.encode(p.StdinEof()))
     conn = p.Connection(p.CLIENT)
     started = None
