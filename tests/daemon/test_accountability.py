@@ -2,7 +2,6 @@
 on a client's file. Attackers run as uid 65534 against a real daemon."""
 
 import json
-import os
 import subprocess
 import time
 

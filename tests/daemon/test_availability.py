@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from hostlink.wire import hlnk as hw, protocol as p
+from hostlink.wire import protocol as p
 from tests.conftest import ROOT, wait_for
 
 NOBODY = 65534
