@@ -48,6 +48,7 @@ class Session:
 
     async def serve(self):
         """Serve the connection to its end, then write its audit line."""
+        self.slot.started()
         try:
             self.chan = Channel(self.sock, can_pass_fds=self.sock.family == socket.AF_UNIX)
             self.conn = p.Connection(p.SERVER)

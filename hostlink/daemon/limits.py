@@ -11,18 +11,27 @@ from .errors import Busy
 
 # A connection's states; "closing" holds no slot (its descriptor is bounded apart: see linger_ok).
 UNAUTH, AUTHED, CLOSING = "unauthenticated", "authenticated", "closing"
+# Connections accepted ahead of their sessions running; the rest wait in the listen backlog.
+ACCEPT_AHEAD = 16
 
 
 class Conn:
     """One connection's slot: unauthenticated until its token matched, then authenticated."""
 
-    __slots__ = ("limits", "peer", "state", "evict")
+    __slots__ = ("limits", "peer", "state", "evict", "waiting")
 
     def __init__(self, limits, peer, evict):
         self.limits = limits
         self.peer = peer  # its limit key: uid or container on a Unix socket, address on TCP
         self.state = UNAUTH
         self.evict = evict  # called when the slot is taken back: ends the connection
+        self.waiting = True  # accepted, its session not yet run
+        limits.unstarted += 1
+
+    def started(self):
+        if self.waiting:
+            self.waiting = False
+            self.limits.unstarted -= 1
 
     def authenticated(self):
         if self.state == UNAUTH:
@@ -38,6 +47,7 @@ class Conn:
             self.limits.closing += 1
 
     def release(self):
+        self.started()
         if self.state == CLOSING:
             self.limits.closing -= 1
         else:
@@ -73,6 +83,7 @@ class Limits:
         self.per_peer = {}  # limit key -> [Conn, ...], oldest first
         self.authed = 0
         self.closing = 0
+        self.unstarted = 0  # accepted connections whose session has not run yet
         self.evicted = 0
         self.commands = {}  # "" (all) or client name -> running commands
         self.jobs = {}
@@ -104,6 +115,11 @@ class Limits:
         self.unauth[conn] = None
         self.per_peer.setdefault(peer, []).append(conn)
         return conn
+
+    def accept_more(self):
+        """Whether to accept more now: a burst is taken in rounds, each served before the next,
+        so that eviction (oldest first) only meets connections that had their chance."""
+        return self.unstarted < ACCEPT_AHEAD
 
     def linger_ok(self):
         """Whether a closing connection may linger (bounded: each holds a descriptor)."""

@@ -126,6 +126,8 @@ class Server:
 
     def _accept(self, listener):
         for _ in range(64):  # a bounded batch, so one busy listener cannot starve the loop
+            if not self.state.limits.accept_more():
+                return  # the loop serves those first; the listener stays readable
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
