@@ -64,6 +64,7 @@ import array, json, selectors, socket, sys, time
 sys.path.insert(0, "/bench/hostlink")
 from hostlink.wire import protocol as p
 PATH, N = %r, %d
+TOKEN = "bench-token-0123456789"
 FDS = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]).tobytes())]
 
 def start(sel, i):
