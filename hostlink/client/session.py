@@ -276,6 +276,8 @@ class Session:
         self._hello = b""
         try:
             self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(std))])
+        except OSError as exc:
+            self._refused(exc)
         finally:
             for _, w in pipes:
                 posix.close(w)  # the command has its own; ours would hold off the end
@@ -340,7 +342,30 @@ class Session:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise ConnectFailed("the daemon at %s went away: %s" % (self.ep.where, exc.strerror))
+            self._refused(exc)
+
+    def _refused(self, exc):
+        """A send failed: the daemon may have answered (server busy) and closed before reading
+        our request. Raise its answer, else ConnectFailed."""
+        try:
+            self.sock.settimeout(1)
+            while True:
+                data = self.sock.recv(self.RECV_SIZE)
+                self.conn.receive_data(data)
+                if not data:
+                    break
+        except (OSError, p.ProtocolError):
+            pass
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is p.NEED_DATA or event is None:
+                    break
+                if isinstance(event, p.Error):
+                    raise FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+        except p.ProtocolError:
+            pass
+        raise ConnectFailed("the daemon at %s went away: %s" % (self.ep.where, exc.strerror))
 
     def next_event(self):
         """The next event, reading from the socket as needed."""

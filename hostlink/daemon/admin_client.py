@@ -51,7 +51,12 @@ def main(argv=None):
     no = sub.add_parser("deny", help="refuse a request")
     no.add_argument("id")
     no.add_argument("--reason", default="", help="told to the client")
+    sub.add_parser("status", help="what hostlinkd holds now: connections, commands, jobs, "
+                                  "descriptors (JSON)")
     args = ap.parse_args(argv)
+    if args.cmd == "status":
+        print(json.dumps(next(call(args.socket, {"op": "status"})), sort_keys=True))
+        return 0
     if args.cmd == "list":
         if args.watch:
             try:

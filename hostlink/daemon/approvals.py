@@ -207,21 +207,23 @@ class Approvals:
 
     async def ask(self, client, sig, timeout_ms, announce, target=None):
         """Wait for a decision; returns (approved, reason). ``announce(id)`` tells the client."""
+        ticket = self.state.limits.approval(client.name)  # Busy past max_pending_approvals
         ident = os.urandom(4).hex()
         entry = Pending(ident, client.name, sig, self.state.loop, target)
-        self.pending[ident] = entry
-        self.state.audit.write(event="approval", result="waiting", id=ident, client=client.name,
-                               request=sig)
-        self._notify(entry)
-        for q in list(self.watchers):
-            q.put_nowait(entry.public())
         try:
+            self.pending[ident] = entry
+            self.state.audit.write(event="approval", result="waiting", id=ident,
+                                   client=client.name, request=sig)
+            self._notify(entry)
+            for q in list(self.watchers):
+                q.put_nowait(entry.public())
             await announce(ident)
             approved, always, reason = await asyncio.wait_for(entry.decision, timeout_ms / 1000)
         except asyncio.TimeoutError:
             approved, reason = False, "no decision within %d ms (approval_timeout_ms)" % timeout_ms
         finally:
             self.pending.pop(ident, None)
+            ticket.release()
         self.state.audit.write(event="approval", result="approved" if approved else "denied",
                                id=ident, client=client.name, reason=reason)
         return approved, reason

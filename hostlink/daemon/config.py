@@ -88,6 +88,8 @@ KEYS = {
     "max_queued": (_int_in(0, 65536), 256, "requests waiting for a slot; one more is told busy (half of max_connections)"),
     "max_connections": (_int_in(1, 65536), 512, "open connections of any kind (fds are finite)"),
     "max_unauthenticated": (_int_in(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
+    "max_unauthenticated_per_peer": (_int_in(1, 4096), 32, "of those, from one uid, container "
+                                     "or address: a flood never locks out another peer"),
     "auth_timeout_ms": (_int_in(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
     "default_timeout_ms": (_int_in(0, 30 * _DAY_MS), 30000, "timeout when the client asks none (0: none)"),
     "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 24 * _HOUR_MS, "largest timeout a client may ask (0: no cap)"),
@@ -111,6 +113,13 @@ KEYS = {
     "job_default_timeout_ms": (_int_in(0, 365 * _DAY_MS), _DAY_MS, "a job's timeout when none is asked (0: none)"),
     "job_max_timeout_ms": (_int_in(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
     "job_max_spool_bytes": (_int_in(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
+    "max_jobs": (_int_in(1, 65536), 64, "detached jobs running at once, all clients"),
+    "max_jobs_per_client": (_int_in(1, 65536), 16, "detached jobs one client may have running"),
+    "job_spool_total_bytes": (_int_in(0, 1 << 60), 16 << 30, "job_max_spool_bytes summed over "
+                              "running jobs: the disk they may fill"),
+    "max_pending_approvals": (_int_in(1, 4096), 8, "requests of one client waiting for a person at once"),
+    "audit_failure": (_choice("closed", "open"), "closed", "closed: refuse new commands while "
+                      "the audit log cannot be written (sudo's I/O log)"),
     "job_retention_s": (_int_in(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),
     "tls_cert": (_optpath, "", "certificate; default hostlink.crt beside the conf (made if missing)"),

@@ -21,7 +21,7 @@ from ..wire import protocol as p
 from . import policy, running, spawn
 from .approvals import describe, signature
 from .channel import close_all
-from .errors import Denied, Refused
+from .errors import BadRequest, Busy, Denied, Internal, Refused
 
 # What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where
 # (``target``: a policy.Target holding the checked directory and executable open until the spawn;
@@ -102,95 +102,111 @@ def transfer_request(req, user, root, setuid):
     return p.Exec(**fields)
 
 
-async def run_exec(state, client, req, exchange):
+def check_input(req, fds=()):
+    """Refuse what cannot run before anything is taken: NULs or unencodable text (an HLNK lone
+    surrogate), window sizes a terminal cannot hold, descriptors the mode does not take."""
+    texts = [req.command or "", req.cwd] + list(req.argv or ()) + [x for kv in req.env for x in kv]
+    for text in texts:
+        if "\0" in text:
+            raise BadRequest("the request holds a NUL byte, which no command line or "
+                             "environment can carry; nothing was run")
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise BadRequest("the request holds text that is not UTF-8 (a lone surrogate); "
+                             "nothing was run") from None
+    if not (0 <= req.rows <= 0xFFFF and 0 <= req.cols <= 0xFFFF):
+        raise BadRequest("window size %dx%d is out of range (0 to 65535)" % (req.rows, req.cols))
+    if req.timeout_ms < 0:
+        raise BadRequest("timeout_ms must not be negative")
+    if req.mode == "fds" and len(fds) != 3:
+        raise p.RemoteProtocolError("fds mode needs exactly 3 descriptors, got %d" % len(fds))
+    if req.mode == "relay" and fds:
+        raise p.RemoteProtocolError("relay mode takes no descriptors")
+    if req.mode not in ("fds", "relay"):
+        raise p.RemoteProtocolError("unknown mode %r" % req.mode)
+
+
+async def run_exec(state, client, req, exchange, on_start=None):
     """Run one exec request to its end; its Outcome. RemoteProtocolError when it is malformed.
 
-    Authorized first (a person may be asked), then a slot is taken (waiting in line for one when
-    the request asked to queue), then spawned; the slot is given back when the command has ended.
-    """
+    Input is checked before anything is taken; then it is authorized (a person may be asked),
+    then a slot taken (waiting in line for one when the request asked to queue), then spawned.
+    What is taken is released on every path."""
     cfg = state.cfg
     outcome = Outcome()
-    if req.timeout_ms < 0:
-        raise p.RemoteProtocolError("timeout_ms must not be negative")
-    # Transfers, terminals and who asked for none: as long as they take (max_timeout_ms caps).
-    untimed = req.xfer or req.tty or req.no_timeout
-    timeout = policy.timeout_for(cfg, client, req.timeout_ms,
-                                 0 if untimed else cfg.default_timeout_ms, cfg.max_timeout_ms)
-    stdio, ours = _stdio(req, exchange)
     decision = None
     try:
+        check_input(req, exchange.fds)
+        if state.audit_refusal():
+            raise Internal(state.audit_refusal())
+        if not req.queue and state.limits.commands_busy():  # no person asked for nothing
+            raise Busy(state.limits.commands_busy())
+        # Transfers, terminals and who asked for none: as long as they take (max_timeout_ms caps).
+        untimed = req.xfer or req.tty or req.no_timeout
+        timeout = policy.timeout_for(cfg, client, req.timeout_ms,
+                                     0 if untimed else cfg.default_timeout_ms, cfg.max_timeout_ms)
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
-        await state.slots.take(req.queue, exchange)
+        slot = await state.slots.take(client.name, req.queue, exchange)
+        command = _start(state, client, req, decision, exchange, timeout, slot)
     except Refused as exc:
-        _release(stdio + ours, decision)
         outcome.refused(exc)
         await exchange.refuse(exc)
         return outcome
-    except BaseException:  # the client went away while waiting, or the daemon stops
-        _release(stdio + ours, decision)
-        raise
-    try:
-        await _spawn_and_run(state, client, req, exchange, decision, stdio, ours, timeout, outcome)
     finally:
-        state.slots.release()
+        if decision is not None:
+            decision.target.close()
+    await _run(state, command, exchange, timeout, outcome, on_start)
     return outcome
 
 
-def _release(fds, decision):
-    """Close what a request took before it could run: its descriptors and its held target."""
-    close_all(fds)
-    if decision is not None:
-        decision.target.close()
-
-
-async def _spawn_and_run(state, client, req, exchange, decision, stdio, ours, timeout, outcome):
-    """Spawn the authorized request on its slot and run it to its end."""
+def _start(state, client, req, decision, exchange, timeout, slot):
+    """Spawn the authorized request on its ``slot``; its running.Command, holding the slot and our
+    pipe ends."""
     tty = req.tty and req.mode == "relay"
+    stdio, ours = [], []
     try:
+        stdio, ours = _stdio(req, exchange)
         proc = spawn.spawn(state.cfg, decision.request, decision.user, decision.target, *stdio,
                            tty=tty)
-    except Refused as exc:
+        return running.Command(state, proc, timeout, client.name, tty, slot, ours)
+    except BaseException:
         close_all(ours)
-        outcome.refused(exc)
-        await exchange.refuse(exc)
-        return
+        slot.release()
+        raise
     finally:
         close_all(stdio)  # the child has its copies; ours would hold pipes open
-        decision.target.close()
-    await _run(state, running.Command(state, proc, timeout, client.name, tty), exchange, ours,
-               timeout, outcome)
 
 
 def _stdio(req, exchange):
-    """(the child's stdin, stdout, stderr; our ends) for the request's mode."""
+    """(the child's stdin, stdout, stderr; our ends) for the request's mode (checked before)."""
     if req.mode == "fds":
-        if len(exchange.fds) != 3:
-            raise p.RemoteProtocolError("fds mode needs exactly 3 descriptors, got %d"
-                                        % len(exchange.fds))
         stdio = exchange.fds[:]
         del exchange.fds[:]  # now owned by stdio: closed once, after the spawn
         return stdio, []
-    if req.mode == "relay":
-        if exchange.fds:
-            raise p.RemoteProtocolError("relay mode takes no descriptors")
-        stdio, ours = running.pty(req) if req.tty else running.relay_pipes()
-        running.grow_send_buffer(exchange.sock)
-        return stdio, ours
-    raise p.RemoteProtocolError("unknown mode %r" % req.mode)
+    stdio, ours = running.pty(req) if req.tty else running.relay_pipes()
+    running.grow_send_buffer(exchange.sock)
+    return stdio, ours
 
 
-async def _run(state, command, exchange, ours, timeout, outcome):
-    """Run a started command to its end and note how it ended in ``outcome``."""
+async def _run(state, command, exchange, timeout, outcome, on_start=None):
+    """Run a started command to its end and note how it ended in ``outcome``; its start and its
+    end are each audited (a running command is visible)."""
     state.commands.add(command)
     outcome.fields.update(pid=command.proc.pid, timeout_ms=timeout)
     try:
-        await running.run(command, exchange, ours, timeout)
+        if on_start is not None:
+            on_start(dict(outcome.audit(), result="started"))
+        await running.run(command, exchange, command.pipes, timeout)
     except (ConnectionError, OSError, asyncio.CancelledError):
         pass  # the client is gone or the daemon stops: the outcome says how far it went
     finally:
+        if not command.exited.done():
+            command.hang_up()  # nothing runs on without its connection, nor out of its slot
+            await asyncio.wait([command.exited], timeout=state.cfg.kill_grace_ms / 1000 + 1)
         state.commands.discard(command)
-        close_all(ours)
+        command.release()
         status = command.exited.result() if command.exited.done() else None
         if status is not None:
             code, sig = spawn.exit_code(status)

@@ -4,6 +4,7 @@ runs through execute.run_exec like any other (policy, limits, audit); its exchan
 the output up to the request's caps instead of streaming it, takes no input, and hears the hang-up.
 """
 
+import asyncio
 import errno
 import logging
 import os
@@ -13,21 +14,28 @@ from ..wire import protocol as p
 from ..wire.hlnk import DEFAULT_OUTPUT_CAP, MAX_REQUEST, Reader, encode
 from . import execute
 from .auth import client_for
-from .channel import TooManyFds, wait_readable
+from .channel import TooManyFds, wait_readable, within
 from .running import RELAY_CHUNK
 
 log = logging.getLogger("hostlinkd")
 HLNK = object()  # what the connection's first bytes say when they are HLNK's
+MEMORY_CAP = 4 << 20  # per stream, when the conf sets no cap: past it truncated, with its flag
 
 
-async def serve(state, chan, peer, fds):
-    """Answer one HLNK request on ``chan``; returns the audit record."""
-    req = await _read_request(chan, fds)
+async def serve(state, chan, peer, fds, deadline, authenticated):
+    """Answer one HLNK request on ``chan`` (read within ``deadline`` seconds, as a token must
+    come; ``authenticated()`` once it matched); returns the audit record."""
+    try:
+        req = await within(_read_request(chan, fds), deadline)
+    except asyncio.TimeoutError:
+        return {"event": "auth", "result": "auth_timeout", "protocol": "hlnk"}
     if req is None:
         return {}
     req_id = str(req.get("id", ""))[:64]
     kind = req.get("type")
-    record = {"event": "hlnk-%s" % kind, "protocol": "hlnk"}
+    # The type is the client's: named in the audit only when it is one of ours.
+    record = {"event": "hlnk-%s" % (kind if kind in ("exec", "ping") else "other"),
+              "protocol": "hlnk"}
     token = req.get("token")
     if req.get("version") != 1 or kind not in ("exec", "ping") or not isinstance(token, str):
         record["result"] = "bad_request"
@@ -40,6 +48,8 @@ async def serve(state, chan, peer, fds):
         await state.penalties.failed(peer)
         await chan.send(_failure(state, req_id, "auth_failed", "authentication failed"))
         return record
+    state.penalties.forget(peer)
+    authenticated()
     record["client"] = client.name
     if kind == "ping":
         record["result"] = "ok"
@@ -51,7 +61,7 @@ async def serve(state, chan, peer, fds):
         await chan.send(_failure(state, req_id, "bad_request",
                                  "command, env, workdir or timeout_ms malformed"))
         return record
-    return await _exec(state, chan, fds, client, req, exec_req, record)
+    return await _exec(state, chan, fds, client, req, exec_req, record, peer)
 
 
 async def _read_request(chan, fds):
@@ -82,17 +92,21 @@ def _exec_request(req):
                   mode="relay")
 
 
-async def _exec(state, chan, fds, client, req, exec_req, record):
+async def _exec(state, chan, fds, client, req, exec_req, record, peer):
     """Run the command, captured; answer its outcome. Returns the audit record."""
     capture = Capture(chan, fds)
+    hard, default = memory_caps(state.cfg)
     for kind, key in ((p.Stdout, "max_stdout_bytes"), (p.Stderr, "max_stderr_bytes")):
-        if isinstance(req.get(key), int) and req[key] > 0:
-            capture.cap[kind] = min(req[key], DEFAULT_OUTPUT_CAP)
+        asked = req.get(key)
+        asked = asked if isinstance(asked, int) and asked > 0 else default
+        capture.cap[kind] = min(asked, hard)
     record.update(event="exec", cwd=exec_req.cwd, mode=exec_req.mode, **execute.asked(exec_req))
     req_id = str(req.get("id", ""))[:64]
     started = time.monotonic()
     try:
-        record.update((await execute.run_exec(state, client, exec_req, capture)).audit())
+        def on_start(fields):
+            state.audit.write(**dict(record, event="exec_start", **fields), **peer.fields())
+        record.update((await execute.run_exec(state, client, exec_req, capture, on_start)).audit())
     except p.RemoteProtocolError as exc:
         capture.refusal = ("bad_request", str(exc))
     if capture.refusal is not None:
@@ -104,6 +118,14 @@ async def _exec(state, chan, fds, client, req, exec_req, record):
     elif capture.ended is not None:  # else the client hung up
         await chan.send(encode(capture.response(state, req_id, exec_req.timeout_ms)))
     return record
+
+
+def memory_caps(cfg):
+    """(hard cap, default cap) of one HLNK stream held in memory: the conf's max_output_bytes
+    and default_max_output_bytes where set, else MEMORY_CAP (each result is held whole and
+    encoded once more as JSON: 16 requests of 64 MiB would need ~19 GB)."""
+    hard = min(getattr(cfg, "max_output_bytes", 0) or MEMORY_CAP, DEFAULT_OUTPUT_CAP)
+    return hard, min(getattr(cfg, "default_max_output_bytes", 0) or hard, hard)
 
 
 class Capture:

@@ -45,6 +45,15 @@ class JobSpool:
         """Start ``req`` as a detached job in ``target`` (a held policy.Target: its directory and
         executable descriptors are handed to the runner, which starts the command from them);
         returns its id."""
+        count, spool = self.state.limits.job(client.name, self.state.cfg.job_max_spool_bytes)
+        try:
+            return self._start(client, req, target, user, timeout, (count, spool))
+        except BaseException:
+            count.release()
+            spool.release()
+            raise
+
+    def _start(self, client, req, target, user, timeout, tickets):
         cwd = target.cwd
         exe = target.exe if req.argv is not None and not self.state.cfg.namespace_pid else None
         cfg = self.state.cfg
@@ -72,7 +81,7 @@ class JobSpool:
                                     pass_fds=[fd for fd in (target.cwd_fd, job["exe_fd"]) if fd >= 0])
         except OSError as exc:
             raise SpawnFailed("cannot start the job runner: %s" % exc.strerror) from None
-        self.state.reaper.watch(proc, lambda status: None)
+        self.state.reaper.watch(proc, lambda status: [t.release() for t in tickets])
         return ident
 
     def _find(self, client, ident):

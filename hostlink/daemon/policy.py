@@ -119,10 +119,11 @@ class Exe:
     """The executable a request runs: opened once, judged by ``path`` (read back from the
     descriptor), executed through the descriptor unless ``by_path`` (spawn.exec_options)."""
 
-    __slots__ = ("fd", "path", "dev", "ino", "by_path", "script", "hostlink")
+    __slots__ = ("fd", "rfd", "path", "dev", "ino", "by_path", "script", "hostlink")
 
     def __init__(self, fd, path, st, by_path, script=False, hostlink=False):
         self.fd = fd
+        self.rfd = -1  # held open for reading: no write lease can be taken until the spawn
         self.path = path
         self.dev, self.ino = (st.st_dev, st.st_ino) if st is not None else (0, 0)
         self.by_path = by_path
@@ -147,7 +148,7 @@ class Target:
         self.exe = None
 
     def close(self):
-        for fd in (self.cwd_fd, self.exe.fd if self.exe else -1):
+        for fd in (self.cwd_fd, self.exe.fd if self.exe else -1, self.exe.rfd if self.exe else -1):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -155,7 +156,7 @@ class Target:
                     pass
         self.cwd_fd = -1
         if self.exe:
-            self.exe.fd = -1
+            self.exe.fd = self.exe.rfd = -1
 
 
 def _fd_path(fd):
@@ -219,18 +220,35 @@ def resolve(cfg, program, target, search_path=DEFAULT_PATH):
 def _exe(fd, st):
     from ..wire.launcher import HEADER
     real = _fd_path(fd)
-    head = b""
-    try:
-        with open("/proc/self/fd/%d" % fd, "rb") as f:
-            head = f.read(len(HEADER))
-    except OSError:
-        pass
+    rfd, head = _open_read(fd, len(HEADER))
     script = head.startswith(b"#!")
     # Only root can re-point this path: executing it by path runs this object (no descriptor to
     # pass, vfork stays possible). A script is always run by path: its interpreter opens it by
     # name, and /proc/self/fd/N as $0 breaks "$(dirname "$0")" (the residual risk: security.md).
     by_path = script or root_only(real, st)
-    return Exe(fd, real, st, by_path, script, head == HEADER)
+    exe = Exe(fd, real, st, by_path, script, head == HEADER)
+    exe.rfd = rfd
+    return exe
+
+
+def _open_read(fd, n):
+    """(a read descriptor, the first ``n`` bytes) of the held regular file ``fd``, without
+    waiting on its owner: where a write lease would hold a plain open (and the exec, which the
+    daemon waits for) for lease-break-time (45 s), a non-blocking open fails at once and the
+    request is refused. Held until the spawn, the read descriptor keeps a new write lease off.
+    (-1, b"") when root cannot open it (the exec will say why)."""
+    try:
+        rfd = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY |
+                      os.O_CLOEXEC)
+    except BlockingIOError:
+        raise SpawnFailed("%s is leased by another process (F_SETLEASE): running it would wait "
+                          "on that process; nothing was run" % _fd_path(fd)) from None
+    except OSError:
+        return -1, b""
+    try:
+        return rfd, os.pread(rfd, n, 0)
+    except OSError:
+        return rfd, b""
 
 
 def _strip(cfg, resolved):

@@ -14,7 +14,9 @@ from ..wire import protocol as p
 from . import tls
 from .admin import AdminSocket
 from .audit import AuditLog
+from .auth import Peer
 from .connection import Session
+from .errors import Busy
 from .state import ServerState
 
 log = logging.getLogger("hostlinkd")
@@ -26,10 +28,7 @@ class Server:
     def __init__(self, cfg):
         self.state = ServerState(cfg)
         self.admin = AdminSocket(self.state)
-        self.connections = 0
-        self.unauthenticated = 0
         self._tasks = set()
-        self._unauthenticated = {}  # task -> None, oldest first: evicted when the cap is reached
         self._listeners = []
         self._stopping = None
 
@@ -128,6 +127,8 @@ class Server:
 
     def _accept(self, listener):
         for _ in range(64):  # a bounded batch, so one busy listener cannot starve the loop
+            if not self.state.limits.accept_more():
+                return  # the loop serves those first; the listener stays readable
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -135,40 +136,27 @@ class Server:
             except OSError as exc:
                 log.warning("accept failed: %s", exc.strerror)
                 return
-            if self.connections >= self.cfg.max_connections:
-                _refuse(sock, "server busy: %d connections open (max_connections)" % self.connections)
+            try:
+                peer = Peer(sock)
+            except OSError:  # gone already
+                sock.close()
                 continue
-            if self.unauthenticated >= self.cfg.max_unauthenticated:
-                # Drop the oldest connection still without a token: a good client authenticates
-                # within a millisecond, so connections that never do cannot lock it out.
-                oldest = next(iter(self._unauthenticated), None)
-                if oldest is not None:
-                    self._unauthenticated.pop(oldest)
-                    oldest.cancel()
-            self.connections += 1
-            self.unauthenticated += 1
-            task = self.state.loop.create_task(self._serve(sock))
+            session = Session(self.state, sock, peer)
+            try:
+                slot = session.slot = self.state.limits.admit(peer.limit_key, session.evict)
+            except Busy as exc:
+                _refuse(sock, exc.message)
+                continue
+            task = session.task = self.state.loop.create_task(session.serve())
             self._tasks.add(task)
-            self._unauthenticated[task] = None
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda t: self._unauthenticated.pop(t, None))
+            # Runs even when the task was cancelled before it started: the slot and socket go.
+            task.add_done_callback(lambda t, slot=slot, sock=sock: _done(self._tasks, t, slot, sock))
 
-    async def _serve(self, sock):
-        """Serve one connection, counted as unauthenticated until its token matched."""
-        task = asyncio.current_task()
-        authed = False
 
-        def authenticated():
-            nonlocal authed
-            self._unauthenticated.pop(task, None)
-            authed = True
-            self.unauthenticated -= 1
-        try:
-            await Session(self.state, sock, authenticated).serve()
-        finally:
-            self.connections -= 1
-            if not authed:
-                self.unauthenticated -= 1
+def _done(tasks, task, slot, sock):
+    tasks.discard(task)
+    slot.release()
+    sock.close()
 
 
 def _refuse(sock, message):

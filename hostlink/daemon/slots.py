@@ -1,10 +1,9 @@
-"""Slots for commands running at once (``max_concurrent``), and the bounded queue of requests that
-wait for one (``max_queued`` of them, each for at most ``busy_wait_ms``).
+"""The bounded queue of requests waiting for a running-command slot (``max_queued`` of them, each
+for at most ``busy_wait_ms``). limits.py counts the slots; this is only the line in front of them.
 
-ServerState owns the one ``Slots``. A request takes a slot before its command is spawned and gives
-it back when the command has ended; a waiting request leaves the queue on every path: a slot handed
-to it, its deadline, its client hanging up, its task cancelled, the daemon shutting down (``close``).
-A slot freed goes to the oldest waiter first, so a newcomer never overtakes the queue.
+A waiting request leaves the queue on every path: a slot handed to it, its deadline, its client
+hanging up, its task cancelled, the daemon shutting down (``close``). A slot freed goes to the
+oldest waiter first, as a ticket taken for it at that moment, so a newcomer never overtakes.
 """
 
 import asyncio
@@ -18,37 +17,40 @@ NOTICE_AFTER_S = 1.0
 
 
 class Slots:
-    """How many slots are taken, and the requests waiting for one, oldest first."""
+    """The requests waiting for a slot, oldest first: (future, client name)."""
 
     def __init__(self, state):
-        self.state = state  # for the current configuration (max_concurrent may change on reload)
-        self.used = 0
-        self.queue = collections.deque()  # futures: True when handed a slot, False on shutdown
+        self.state = state  # the configuration as it is now, and its limits
+        self.queue = collections.deque()  # future -> a limits.Ticket when handed one, None at shutdown
         self.closed = False
 
-    async def take(self, queue, exchange):
-        """Take a slot; when none is free and ``queue`` is set, wait in line for one (telling the
-        client after NOTICE_AFTER_S). Busy, ShuttingDown, or ConnectionResetError on a hang-up."""
+    async def take(self, client, queue, exchange):
+        """A running-command ticket of ``client``'s; when none is free and ``queue`` is set, wait in
+        line for one (telling the client after NOTICE_AFTER_S). Busy, ShuttingDown, or
+        ConnectionResetError when the client hangs up while it waits."""
         if self.closed:
             raise ShuttingDown("hostlinkd is shutting down")
-        self._hand_out()
+        busy = self.state.limits.commands_busy()
+        if not self.queue and not busy:
+            return self._ticket(client)
         cfg = self.state.cfg
-        if not self.queue and self.used < cfg.max_concurrent:
-            self.used += 1
-            return
+        if not busy:
+            busy = "server busy: %d requests wait for a slot (max_concurrent = %d)" % (
+                len(self.queue), cfg.max_concurrent)
         if not queue or not cfg.busy_wait_ms:
-            raise Busy("server busy: %d commands running (max_concurrent = %d)"
-                       % (self.used, cfg.max_concurrent))
+            raise Busy(busy)
         if len(self.queue) >= cfg.max_queued:
-            raise Busy("server busy: %d commands running (max_concurrent = %d) and %d waiting "
-                       "(max_queued)" % (self.used, cfg.max_concurrent, len(self.queue)))
+            raise Busy("%s and %d waiting (max_queued)" % (busy, len(self.queue)))
         got = self.state.loop.create_future()
-        self.queue.append(got)
+        self.queue.append((got, client))
         try:
-            await self._wait(got, exchange, cfg.busy_wait_ms)
+            return await self._wait(got, exchange, cfg.busy_wait_ms)
         except BaseException:
             self._leave(got)
             raise
+
+    def _ticket(self, client):
+        return self.state.limits.command(client, on_release=self._hand_out)
 
     async def _wait(self, got, exchange, wait_ms):
         gone = self.state.loop.create_task(exchange.until_closed())
@@ -64,8 +66,8 @@ class Slots:
         finally:
             gone.cancel()
         if got.done():
-            if got.result():
-                return
+            if got.result() is not None:
+                return got.result()
             raise ShuttingDown("hostlinkd is shutting down")
         if gone in done:
             raise ConnectionResetError("the client went away while waiting for a slot")
@@ -74,31 +76,26 @@ class Slots:
 
     def _leave(self, got):
         """Out of the queue, whatever happened; a slot handed to us as we left goes on."""
-        if got.done() and not got.cancelled() and got.result():
-            self.release()
+        if got.done() and not got.cancelled() and got.result() is not None:
+            got.result().release()  # hands it to the next in line
             return
         got.cancel()
-        try:
-            self.queue.remove(got)
-        except ValueError:
-            pass
-
-    def release(self):
-        """Give a slot back: the oldest waiter gets it."""
-        self.used -= 1
-        self._hand_out()
+        for entry in self.queue:
+            if entry[0] is got:
+                self.queue.remove(entry)
+                break
 
     def _hand_out(self):
-        while self.queue and self.used < self.state.cfg.max_concurrent and not self.closed:
-            got = self.queue.popleft()
+        """A slot came free: the oldest waiters get tickets while there are slots."""
+        while self.queue and not self.closed and not self.state.limits.commands_busy():
+            got, client = self.queue.popleft()
             if not got.done():
-                self.used += 1
-                got.set_result(True)
+                got.set_result(self._ticket(client))
 
     def close(self):
         """The daemon stops: every waiter is told so, and no slot is handed out any more."""
         self.closed = True
         while self.queue:
-            got = self.queue.popleft()
+            got, _ = self.queue.popleft()
             if not got.done():
-                got.set_result(False)
+                got.set_result(None)

@@ -284,30 +284,42 @@ def exit_code(status):
 
 
 class Reaper:
-    """Reaps every child on SIGCHLD and hands the status of the ones we wait for to callbacks."""
+    """Reaps every child on SIGCHLD and hands the status of the ones we wait for to callbacks;
+    a ``before`` hook runs while the child is still a zombie (its pid, so its process group's
+    number, cannot be reused yet)."""
 
     def __init__(self):
         self._waiting = {}
         self.orphans_reaped = 0
 
-    def watch(self, proc, callback):
+    def watch(self, proc, callback, before=None):
         """Call ``callback(status)`` once ``proc`` (a Popen) has exited."""
-        self._waiting[proc.pid] = (proc, callback)
+        self._waiting[proc.pid] = (proc, callback, before)
         self.reap()  # it may have exited before we watched it
+
+    @property
+    def watched(self):
+        return len(self._waiting)
 
     def reap(self):
         """Collect every exited child; called from the SIGCHLD handler."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or not info.si_pid:
                 return
-            entry = self._waiting.pop(pid, None)
+            entry = self._waiting.pop(info.si_pid, None)
+            if entry is not None and entry[2] is not None:
+                entry[2]()
+            try:
+                pid, status = os.waitpid(info.si_pid, 0)  # exited: does not block
+            except ChildProcessError:
+                continue
             if entry is None:
                 self.orphans_reaped += 1
                 continue
-            proc, callback = entry
+            proc, callback, _ = entry
             proc.returncode = status  # tells Popen it is gone; it never waits on it itself
             callback(status)

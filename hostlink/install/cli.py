@@ -181,7 +181,31 @@ def doctor(
     for f in doc.check(Endpoint(socket=cfg.socket, token=cfg.auth_token)):
         typer.echo(f.line())
         ok = ok and f.ok
+    _daemon_status(cfg)
     raise typer.Exit(0 if ok else 1)
+
+
+def _daemon_status(cfg):
+    """What the running daemon holds (its admin socket's status), one line; nothing if unreachable."""
+    import json
+    import socket
+    if not cfg.admin_socket:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(cfg.admin_socket)
+            s.sendall(b'{"op": "status"}\n')
+            st = json.loads(s.makefile("rb").readline())
+    except (OSError, ValueError):
+        return
+    c = st.get("connections", {})
+    typer.echo("info status: connections %s unauthenticated / %s authenticated / %s closing, "
+               "%s commands, %s jobs, %s approvals waiting, %s descriptors, %s children%s"
+               % (c.get("unauthenticated"), c.get("authenticated"), c.get("closing"),
+                  st.get("commands"), st.get("jobs"), st.get("approvals"), st.get("descriptors"),
+                  st.get("children"), ", AUDIT LOG FAILING: %s" % st["audit_broken"]
+                  if st.get("audit_broken") else ""))
 
 
 def main():
