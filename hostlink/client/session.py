@@ -52,9 +52,22 @@ def whole_ms(value, name, low=0):
     return n
 
 
+def env_token(environ):
+    """HOSTLINK_TOKEN, else the content of the file HOSTLINK_TOKEN_FILE names, else None."""
+    if environ.get("HOSTLINK_TOKEN") is not None or not environ.get("HOSTLINK_TOKEN_FILE"):
+        return environ.get("HOSTLINK_TOKEN")
+    path = environ["HOSTLINK_TOKEN_FILE"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise UsageError("cannot read HOSTLINK_TOKEN_FILE %s: %s (the installer makes it readable "
+                         "by the socket's group)" % (path, exc.strerror)) from None
+
+
 def endpoint(opts, environ, warnings, target=None):
     """The Endpoint the options and environment name (``target`` overrides -t)."""
-    token = opts.token if opts.token is not None else environ.get("HOSTLINK_TOKEN")
+    token = opts.token if opts.token is not None else env_token(environ)
     if opts.socket:
         ep = Endpoint(socket=opts.socket)
     elif opts.address:
@@ -89,8 +102,8 @@ def connect_timeout(opts):
 def need_token(ep):
     """AuthFailed before connecting when ``ep`` has no token."""
     if not ep.token:
-        raise AuthFailed("no token: set HOSTLINK_TOKEN or pass -k; it must match auth_token in "
-                         "hostlink.conf on the host")
+        raise AuthFailed("no token: set HOSTLINK_TOKEN (or HOSTLINK_TOKEN_FILE) or pass -k; it "
+                         "must match auth_token in hostlink.conf on the host")
 
 
 def connect(ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS):
