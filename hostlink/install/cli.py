@@ -39,6 +39,9 @@ def host_cmd(
                         tcp=tcp, workspace_mount=workspace_mount)
     try:
         report, changes = host.install(opts)
+        if rotate_token and not dry_run:
+            from . import openclaw
+            report += openclaw.follow_token(root)
     except (host.InstallError, OSError) as exc:
         _fail(str(exc))
     if dry_run:
@@ -59,12 +62,35 @@ def uninstall(
     root: str = typer.Option("/", help="the --root of the install"),
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
 ):
-    """Stop hostlinkd and remove what 'host' installed (the audit log is kept)."""
+    """Stop hostlinkd and remove what 'host' and 'openclaw' installed (the audit log is kept)."""
+    from . import openclaw
     try:
-        for line in host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
+        for line in openclaw.uninstall(root) + host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
             typer.echo(line)
-    except OSError as exc:
+    except (host.InstallError, OSError) as exc:
         _fail(str(exc))
+
+
+@app.command("openclaw")
+def openclaw_cmd(
+    home: Optional[str] = typer.Option(None, help="home of the OpenClaw user, holding .openclaw/ (default: the sudo user's, else yours)"),
+    workspace: Optional[str] = typer.Option(None, help="the agent workspace (default: agents.defaults.workspace of openclaw.json)"),
+    sandbox: Optional[bool] = typer.Option(None, "--sandbox/--no-sandbox", help="set up OpenClaw's Docker sandbox too (default: when openclaw.json turns it on)"),
+    root: str = typer.Option("/", help="the --root of the host install"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show each file as a diff; change nothing"),
+):
+    """After 'host': install the hostlink skill into OpenClaw, for its gateway and its sandbox."""
+    from . import openclaw
+    opts = openclaw.Options(root=root, home=home, workspace=workspace, sandbox=sandbox, dry_run=dry_run)
+    try:
+        report, changes = openclaw.install(opts)
+    except (host.InstallError, OSError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        for ch in changes:
+            typer.echo((ch.diff() if ch.changed else "") or "unchanged %s" % ch.path)
+    for line in report:
+        typer.echo(line)
 
 
 @app.command()

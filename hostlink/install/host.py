@@ -105,11 +105,11 @@ class Change:
         return text
 
 
-def existing_token_in(conf_path):
-    """The auth_token of the hostlink.conf an earlier run wrote, or ""."""
+def existing_token_in(conf_path, key="auth_token"):
+    """The auth_token (or ``key``) of the hostlink.conf an earlier run wrote, or ""."""
     try:
         with open(conf_path, encoding="utf-8") as f:
-            return hl_config.parse(f.read(), conf_path).auth_token
+            return getattr(hl_config.parse(f.read(), conf_path), key)
     except (OSError, hl_config.ConfigError):
         return ""
 
@@ -139,7 +139,8 @@ def plan(opts, layout, token, gid):
                   max_concurrent=16, default_timeout_ms=30000, max_timeout_ms=86400000,
                   audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
                   tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key,
-                  admin_socket=layout.admin_socket)
+                  admin_socket=layout.admin_socket,
+                  extra_socket=existing_token_in(layout.conf, "extra_socket"))  # hostlink-install openclaw's
     changes = [Change(layout.conf, conf, 0o600)]
     unit = render("installer", "hostlinkd.service.j2", exec_start=" ".join(daemon_command()),
                   conf=layout.conf, runtime_dir=os.path.basename(layout.socket_dir),
@@ -212,19 +213,11 @@ def env_file(path, env):
 
 
 def openclaw_json(path, env):
-    """openclaw.json with ``env`` in env.vars, every other key kept."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        data = {}
-    except (OSError, ValueError) as exc:
-        raise InstallError("cannot read %s as JSON: %s" % (path, exc))
-    if not isinstance(data, dict):
-        raise InstallError("%s is not a JSON object" % path)
-    vars_ = data.setdefault("env", {}).setdefault("vars", {})
-    vars_.update(env)
-    return json.dumps(data, indent=2) + "\n"
+    """openclaw.json (JSON5) with ``env`` in env.vars, every other key and comment kept."""
+    doc = _openclaw_doc(path)
+    for key, value in env.items():
+        doc.set(["env", "vars", key], value)
+    return doc.text
 
 
 def _load_yaml(path):
@@ -395,11 +388,14 @@ def _record(layout, opts, changes, created):
         paths.append(os.path.join(opts.workspace, "bin", "hostlink-cli"))
     try:
         with open(layout.state, encoding="utf-8") as f:
-            created = created | set(json.load(f).get("dirs", []))
+            earlier = json.load(f)
     except (OSError, ValueError):
-        pass
+        earlier = {}
+    created = created | set(earlier.get("dirs", []))
     state = {"files": sorted(set(paths)), "dirs": sorted(created), "workspace": opts.workspace,
-             "openclaw_config": opts.openclaw_config, "socket_dir": layout.socket_dir}
+             # a later run without --openclaw-config must not forget where the token went
+             "openclaw_config": opts.openclaw_config or earlier.get("openclaw_config"),
+             "socket_dir": layout.socket_dir}
     write(Change(layout.state, json.dumps(state, indent=2) + "\n", 0o600))
 
 
@@ -443,10 +439,16 @@ def _strip_env(path):
     return "removed HOSTLINK_* from %s" % path
 
 
+def _openclaw_doc(path):
+    from .json5edit import Json5Error, load
+    try:
+        return load(path)
+    except Json5Error as exc:
+        raise InstallError("not JSON5 that OpenClaw reads: %s" % exc) from None
+
+
 def _strip_openclaw(path):
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    vars_ = data.get("env", {}).get("vars", {})
+    doc = _openclaw_doc(path)
     for key in ENV_KEYS:
-        vars_.pop(key, None)
-    write(Change(path, json.dumps(data, indent=2) + "\n", 0o600))
+        doc.delete(["env", "vars", key])
+    write(Change(path, doc.text, 0o600))

@@ -16,6 +16,20 @@ _LINE_REST = re.compile(r"[ \t]*(//[^\n]*|/\*[^\n]*?\*/)?")  # a comment after a
 _MEMBER_LINE_END = re.compile(r"[ \t]*(//[^\n]*)?\n")
 
 
+def load(path):
+    """The Document of the file at ``path``, an empty one when there is none; Json5Error names
+    the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    try:
+        return Document(text)
+    except Json5Error as exc:
+        raise Json5Error("%s: %s" % (path, exc)) from None
+
+
 def _strict_json(text):
     try:
         json.loads(text)
@@ -93,16 +107,18 @@ class Document:
                 return
 
     def _remove(self, node, i):
-        key, start, value, comma = node.entries[i]
-        t = self.text
+        _, start, value, comma = node.entries[i]
         end = comma + 1 if comma >= 0 else value.end
-        m = _MEMBER_LINE_END.match(t, end)
-        if m and not self._before(start).strip():  # the member had its line: take the line
-            start, end = start - len(self._before(start)), m.end()
-        edits = [(start, end, "")]
-        if comma < 0 and i > 0:  # the last one goes: so does the comma before it
-            prev_comma = node.entries[i - 1][3]
-            edits.append((prev_comma, prev_comma + 1, ""))
+        prev_comma = node.entries[i - 1][3] if i > 0 else -1
+        own_line = _MEMBER_LINE_END.match(self.text, end)
+        if own_line and not self._before(start).strip():  # the member had its line: take the line
+            edits = [(start - len(self._before(start)), own_line.end(), "")]
+            if comma < 0 and prev_comma >= 0:  # the last one goes: so does the comma before it
+                edits.append((prev_comma, prev_comma + 1, ""))
+        elif comma >= 0:  # one of several on a line: it, its comma and the spaces after
+            edits = [(start, re.compile(r"[ \t]*").match(self.text, end).end(), "")]
+        else:  # the last on a line: from the comma before it
+            edits = [(prev_comma if prev_comma >= 0 else start, value.end, "")]
         self._splice(*edits)
 
     def _insert(self, node, key, value):
@@ -111,7 +127,7 @@ class Document:
         indent = self._indent(node.start) + "  "
         if entries and not inline and not self._before(entries[0][1]).strip():
             indent = self._before(entries[0][1])  # as the first entry is indented
-        member = self._render(value, indent)
+        member = self._render(value, indent, inline)
         if key is not None:
             member = "%s: %s" % (self._key(key), member)
         if not entries:
@@ -145,7 +161,10 @@ class Document:
     def _indent(self, pos):
         return re.match(r"[ \t]*", self._before(pos)).group(0)
 
-    def _render(self, value, indent):
+    def _render(self, value, indent, inline=False):
+        if isinstance(value, dict) and value and inline:  # into a one-line object: one line
+            return "{ %s }" % ", ".join("%s: %s" % (self._key(k), self._render(v, indent, True))
+                                        for k, v in value.items())
         if isinstance(value, dict) and value:
             inner = indent + "  "
             items = ["%s%s: %s" % (inner, self._key(k), self._render(v, inner)) for k, v in value.items()]

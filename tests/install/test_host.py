@@ -169,6 +169,8 @@ def test_wheel_installs_and_runs_from_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), ROOT],
                    check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("hostlink-*.whl"))
+    import zipfile
+    assert "hostlink/_bundle/SKILL.md" in zipfile.ZipFile(wheel).namelist()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin/pip"), "install", "-q", str(wheel)], check=True, timeout=300)
