@@ -19,7 +19,7 @@ def _fail(message, code=1):
 @app.command("host")
 def host_cmd(
     workspace: Optional[str] = typer.Option(None, help="agent workspace: gets bin/hostlink and .env"),
-    service: str = typer.Option("openclaw", help="compose service the override is for"),
+    service: Optional[str] = typer.Option(None, help="compose service the override is for (default: the only one in the compose file, else openclaw)"),
     root: str = typer.Option("/", help="put every path under this directory (as DESTDIR does)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show each file as a diff; change nothing"),
     no_start: bool = typer.Option(False, "--no-start", help="write files but do not start hostlinkd"),
@@ -27,7 +27,7 @@ def host_cmd(
     openclaw_config: Optional[str] = typer.Option(None, help="set the env in this openclaw.json's env.vars instead of .env"),
     group: str = typer.Option("hostlink", help="group whose members may use the socket"),
     socket_dir: Optional[str] = typer.Option(None, help="socket directory on the host (default ROOT/run/hostlink)"),
-    compose_file: Optional[str] = typer.Option(None, help="your compose file: its version and the service's group_add are carried over"),
+    compose_file: Optional[str] = typer.Option(None, help="your compose file (default: docker-compose.yml here): its service, version and group_add are carried over"),
     shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
     tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
     workspace_mount: Optional[str] = typer.Option(None, help="where the workspace is mounted in the container: writes HOSTLINK_PATH_MAP so the same directory is used on the host"),
@@ -51,10 +51,10 @@ def host_cmd(
     for line in report:
         typer.echo(line)
     if not dry_run:
-        layout = host.Layout(opts)
+        from . import compose
         typer.secho("\nhostlink is set up. Next:", bold=True)
-        typer.echo("  docker-compose -f docker-compose.yml -f %s up -d" % layout.override)
-        typer.echo("  then inside the container: hostlink ping")
+        for line in compose.next_steps(opts.compose_file, host.Layout(opts).override, opts.service):
+            typer.echo(line)
 
 
 @app.command()

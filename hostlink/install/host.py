@@ -18,6 +18,7 @@ import time
 
 from .. import zipapp
 from ..daemon import config as hl_config
+from . import compose, owned
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
@@ -31,7 +32,7 @@ class InstallError(Exception):
 class Options:
     """What the user asked for (the typer command fills it)."""
 
-    def __init__(self, root="/", workspace=None, service="openclaw", dry_run=False, no_start=False,
+    def __init__(self, root="/", workspace=None, service=None, dry_run=False, no_start=False,
                  rotate_token=False, openclaw_config=None, group="hostlink", socket_dir=None,
                  compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None):
         self.root = os.path.abspath(root)
@@ -72,6 +73,8 @@ class Layout:
         self.tls_key = r("/etc/hostlink/hostlink.key")
         self.daemon_log = os.path.join(self.log_dir, "hostlinkd.log")
         self.state = r("/var/lib/hostlink/installed.json")
+        self.client = r("/var/lib/hostlink/client/hostlink")  # what the override mounts
+        self.token_file = r("/etc/hostlink/compose/secrets/hostlink_token")  # and the token, as a file
 
 
 class Change:
@@ -148,13 +151,9 @@ def plan(opts, layout, token, gid):
     changes.append(Change(layout.unit, unit, 0o644))
     changes.append(Change(layout.tmpfiles, render("installer", "tmpfiles.conf.j2",
                                                   socket_dir=layout.socket_dir, group=opts.group), 0o644))
-    groups = base_groups(opts.compose_file, opts.service) + [str(max(gid, 0))]
-    override = render("compose", "override.yml.j2", service=opts.service, path=layout.override,
-                      version=compose_version(opts.compose_file), socket_dir=layout.socket_dir,
-                      container_socket_dir=CONTAINER_SOCKET_DIR,
-                      container_socket=CONTAINER_SOCKET_DIR + "/hostlink.sock", token=token,
-                      groups=list(dict.fromkeys(groups)))
-    changes.append(Change(layout.override, override, 0o600))
+    changes.append(Change(layout.override, compose.override(opts, layout, gid), 0o644))
+    changes.append(Change(layout.token_file, token + "\n", 0o440))  # group: the socket's (install)
+    changes.append(Change(layout.client, _client_bytes(), 0o755))
     env = {"HOSTLINK_SOCKET": CONTAINER_SOCKET_DIR + "/hostlink.sock", "HOSTLINK_TOKEN": token}
     if opts.workspace and opts.workspace_mount:
         env["HOSTLINK_PATH_MAP"] = "%s=%s" % (opts.workspace_mount.rstrip("/"), opts.workspace)
@@ -218,29 +217,6 @@ def openclaw_json(path, env):
     for key, value in env.items():
         doc.set(["env", "vars", key], value)
     return doc.text
-
-
-def _load_yaml(path):
-    import yaml
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def base_groups(compose_file, service):
-    """The service's group_add in the user's compose file: the legacy tool replaces, not merges."""
-    if not compose_file:
-        return []
-    svc = (_load_yaml(compose_file).get("services") or {}).get(service) or {}
-    return [str(g) for g in svc.get("group_add") or []]
-
-
-def compose_version(compose_file):
-    """The compose file version to write: the base file's (the legacy tool wants them equal)."""
-    if compose_file:
-        version = _load_yaml(compose_file).get("version")
-        if version:
-            return str(version)
-    return "2.4"
 
 
 def write(change):
@@ -328,6 +304,11 @@ def _zombie(pid):
 
 def install(opts):
     """Run ``hostlink-install host``; returns (report lines, changes)."""
+    try:  # the compose file given or in the current directory, and its service
+        opts.compose_file = compose.find_file(opts.compose_file, os.getcwd())
+        opts.service = compose.pick_service(opts.compose_file, opts.service)
+    except compose.ComposeError as exc:
+        raise InstallError(str(exc)) from None
     layout = Layout(opts)
     token = "" if opts.rotate_token else existing_token_in(layout.conf)
     token = token or secrets.token_hex(32)
@@ -338,12 +319,13 @@ def install(opts):
     report = []
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
                                                          layout.state, layout.socket, layout.admin_socket])
+    theirs = [c for c in changes if opts.workspace and c.path.startswith(opts.workspace + os.sep)]
+    owned.write_as(*owned.owner(opts.workspace or "/"), theirs)  # the workspace's owner's files
     for ch in changes:
-        if ch.changed:
+        if ch.changed and ch not in theirs:
             write(ch)
-            report.append("wrote %s" % ch.path)
-        else:
-            report.append("unchanged %s" % ch.path)
+        report.append("%s %s" % ("wrote" if ch.changed else "unchanged", ch.path))
+    _secure_token_file(layout, gid)
     if opts.tcp and not os.path.exists(layout.tls_cert):
         from ..daemon import tls
         tls.generate(layout.tls_cert, layout.tls_key, opts.node_name or _socket.gethostname())
@@ -353,6 +335,7 @@ def install(opts):
         link = os.path.join(opts.workspace, "bin", "hostlink-cli")
         if not os.path.islink(link):
             os.symlink("hostlink", link)
+            os.lchown(link, *owned.owner(opts.workspace))
             report.append("linked %s -> hostlink" % link)
     _make_socket_dir(layout, gid)
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
@@ -360,6 +343,12 @@ def install(opts):
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))
     return report, changes
+
+
+def _secure_token_file(layout, gid):
+    """Only root on the host; in a container, whoever has the socket's group (compose.py)."""
+    os.chmod(os.path.dirname(layout.token_file), 0o700)
+    os.chown(layout.token_file, 0, max(gid, 0))
 
 
 def _make_socket_dir(layout, gid):
