@@ -31,12 +31,13 @@ def host_cmd(
     shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
     tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
     workspace_mount: Optional[str] = typer.Option(None, help="where the workspace is mounted in the container: writes HOSTLINK_PATH_MAP so the same directory is used on the host"),
+    run_as: Optional[str] = typer.Option(None, help="host user that runs the commands (default: the workspace's owner, else the sudo user, else a dedicated 'hostlink' user; root only when asked)"),
 ):
     """Install hostlinkd on this host, start it, and set up the workspace for an agent."""
     opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
                         no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
                         group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell,
-                        tcp=tcp, workspace_mount=workspace_mount)
+                        tcp=tcp, workspace_mount=workspace_mount, run_as=run_as)
     try:
         report, changes = host.install(opts)
         if rotate_token and not dry_run:
@@ -201,6 +202,8 @@ def doctor(
     try:
         cfg = config.load(layout.conf)
         typer.echo("ok   configuration: %s" % layout.conf)
+        typer.echo("ok   commands run as: %s" % (cfg.run_as_user or "root (the daemon's own user; "
+                                                    "hostlink-install host --run-as USER changes it)"))
     except config.ConfigError as exc:
         typer.echo("FAIL configuration: %s" % exc)
         raise typer.Exit(1)

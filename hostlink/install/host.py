@@ -18,7 +18,7 @@ import time
 
 from .. import zipapp
 from ..daemon import config as hl_config
-from . import compose, owned
+from . import compose, owned, runas
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
@@ -34,7 +34,8 @@ class Options:
 
     def __init__(self, root="/", workspace=None, service=None, dry_run=False, no_start=False,
                  rotate_token=False, openclaw_config=None, group="hostlink", socket_dir=None,
-                 compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None):
+                 compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None,
+                 run_as=None):
         self.root = os.path.abspath(root)
         self.workspace = os.path.abspath(workspace) if workspace else None
         self.service = service
@@ -49,6 +50,7 @@ class Options:
         self.node_name = node_name
         self.tcp = tcp
         self.workspace_mount = workspace_mount
+        self.run_as = run_as  # None: runas.choose picks (never root unless asked)
 
 
 class Layout:
@@ -143,7 +145,8 @@ def plan(opts, layout, token, gid):
                   audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
                   tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key,
                   admin_socket=layout.admin_socket,
-                  extra_socket=existing_token_in(layout.conf, "extra_socket"))  # hostlink-install openclaw's
+                  extra_socket=existing_token_in(layout.conf, "extra_socket"),  # hostlink-install openclaw's
+                  run_as=opts.run_as)
     changes = [Change(layout.conf, conf, 0o600)]
     unit = render("installer", "hostlinkd.service.j2", exec_start=" ".join(daemon_command()),
                   conf=layout.conf, runtime_dir=os.path.basename(layout.socket_dir),
@@ -307,16 +310,22 @@ def install(opts):
     try:  # the compose file given or in the current directory, and its service
         opts.compose_file = compose.find_file(opts.compose_file, os.getcwd())
         opts.service = compose.pick_service(opts.compose_file, opts.service)
-    except compose.ComposeError as exc:
+        opts.run_as, why = runas.choose(opts.run_as, opts.workspace,
+                                        existing_token_in(Layout(opts).conf, "run_as_user"))
+    except (compose.ComposeError, runas.RunAsError) as exc:
         raise InstallError(str(exc)) from None
     layout = Layout(opts)
     token = "" if opts.rotate_token else existing_token_in(layout.conf)
     token = token or secrets.token_hex(32)
     gid = group_gid(opts.group, create=not opts.dry_run)
     changes = plan(opts, layout, token, gid)
+    report = ["commands run on this host as %s (%s)" % (opts.run_as, why)]
     if opts.dry_run:
-        return ["dry run: nothing was changed"], changes
-    report = []
+        return report + ["dry run: nothing was changed"], changes
+    try:
+        report += runas.ensure(opts.run_as, gid)
+    except (runas.RunAsError, subprocess.CalledProcessError) as exc:
+        raise InstallError(str(exc)) from None
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
                                                          layout.state, layout.socket, layout.admin_socket])
     theirs = [c for c in changes if opts.workspace and c.path.startswith(opts.workspace + os.sep)]

@@ -5,6 +5,7 @@ docker user, not root), and ``hostlink ping`` by its bare name inside the contai
 import grp
 import os
 import pathlib
+import pwd
 import shutil
 import socket
 import subprocess
@@ -82,10 +83,11 @@ def test_printed_steps_name_the_service_and_run_verbatim(first_run):
 def test_client_on_path_token_as_a_file(first_run, docker_client):
     steps, project, _, _, marker = first_run
     exec_ = steps[1].replace(" hostlink ping", " sh -c ")
-    r = as_user(exec_ + "'command -v hostlink; id -u; hostlink exec \"cat %s\"; env | grep -c HOSTLINK_TOKEN='"
-                % marker, project)
-    assert r.stdout.splitlines() == ["/usr/local/bin/hostlink", "1000", "written on the host", "0"], \
-        r.stdout + r.stderr
+    r = as_user(exec_ + "'command -v hostlink; id -u; hostlink exec \"cat %s; id -un\"; "
+                        "env | grep -c HOSTLINK_TOKEN='" % marker, project)
+    owner = pwd.getpwuid(UID).pw_name  # the workspace's: who runs commands by default, not root
+    assert r.stdout.splitlines() == ["/usr/local/bin/hostlink", "1000", "written on the host", owner,
+                                     "0"], r.stdout + r.stderr
     container = docker_client.containers.list(filters={"label": "com.docker.compose.service=gateway",
                                                        "name": "hlfirst" + SESSION})[0]
     env = container.attrs["Config"]["Env"]

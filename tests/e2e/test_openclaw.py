@@ -158,12 +158,15 @@ def test_skill_is_eligible_only_with_the_token(setup):
 
 def test_exec_on_the_gateway_host(setup):
     user, stand_in, _, marker = setup
-    out = user.turn(stand_in, "gateway", "hostlink ping && hostlink -j exec 'cat %s; id -un'" % marker)
+    out = user.turn(stand_in, "gateway", "hostlink ping && hostlink -j exec 'cat %s; id -un; cat "
+                                         "/etc/hostname; docker ps -q >/dev/null && echo docker-ok'" % marker)
     pong, result = out.split("\n", 1)
     assert pong.startswith("[%s] pong - uptime " % HOSTNAME), out
     result = json.loads(result)
     assert (result["status"], result["exit_code"]) == ("ok", 0), result
-    assert result["stdout"].startswith("written on the host\n"), result
+    # a fresh install runs commands as its dedicated user, who may use docker; not as root
+    with open("/etc/hostname") as f:
+        assert result["stdout"] == "written on the host\nhostlink\n%sdocker-ok\n" % f.read(), result
 
 
 def test_exec_inside_the_sandbox(setup, docker_client):

@@ -176,6 +176,8 @@ def test_workspace_files_belong_to_its_owner(tmp_path):
         install("host", "--root", str(root), "--workspace", str(ws), "--no-start")
         for path in (ws / ".env", ws / "bin", ws / "bin/hostlink"):
             assert (path.stat().st_uid, path.stat().st_gid) == (1000, 1000), path
+        import pwd
+        assert conf_run_as(root) == pwd.getpwuid(1000).pw_name  # the workspace's owner runs them
         assert os.lstat(ws / "bin/hostlink-cli").st_uid == 1000
         assert (ws / ".env").stat().st_mode & 0o777 == 0o600
     finally:
@@ -206,8 +208,9 @@ def test_start_then_uninstall_leaves_only_audit_log(tmp_path):
     assert "started hostlinkd in the background" in r.stdout
     env = dict(os.environ, HOSTLINK_SOCKET=str(root / "run/hostlink/hostlink.sock"),
                HOSTLINK_TOKEN=conf_token(root))
-    p = subprocess.run([str(ws / "bin/hostlink"), "exec", "echo via-install"], env=env, capture_output=True)
-    assert p.stdout == b"via-install\n", p.stderr
+    p = subprocess.run([str(ws / "bin/hostlink"), "exec", "echo via-install; id -un"], env=env,
+                       capture_output=True)
+    assert p.stdout == b"via-install\nhostlink\n", p.stderr  # not root: the dedicated user
     r = install("host", "--root", str(root), "--workspace", str(ws))
     assert "already running" in r.stdout
     install("uninstall", "--root", str(root))
@@ -234,3 +237,28 @@ def test_wheel_installs_and_runs_from_fresh_venv(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (root / "etc/hostlink/compose/docker-compose.hostlink.yml").exists()
     assert (tmp_path / "ws/bin/hostlink").exists()
+
+
+def conf_run_as(root):
+    lines = (root / "etc/hostlink/hostlink.conf").read_text().splitlines()
+    return next((l.split("=", 1)[1].strip() for l in lines if l.startswith("run_as_user")), None)
+
+
+def test_commands_do_not_run_as_root_unless_asked(tree):
+    root, ws = tree  # ws belongs to root, and no sudo: the dedicated user
+    r = install("host", "--root", str(root), "--workspace", str(ws), "--no-start")
+    assert conf_run_as(root) == "hostlink" and "as hostlink (a dedicated user)" in r.stdout
+    import pwd
+    import grp
+    assert pwd.getpwnam("hostlink").pw_gid == grp.getgrnam("hostlink").gr_gid
+    if "docker" in [g.gr_name for g in grp.getgrall()]:
+        assert "hostlink" in grp.getgrnam("docker").gr_mem
+    doctor = install("doctor", "--root", str(root), check=False)
+    assert "ok   commands run as: hostlink" in doctor.stdout
+    install("host", "--root", str(root), "--workspace", str(ws), "--no-start", "--run-as", "root")
+    assert conf_run_as(root) == "root"
+    install("host", "--root", str(root), "--workspace", str(ws), "--no-start")  # kept
+    assert conf_run_as(root) == "root"
+    r = install("host", "--root", str(root), "--no-start", "--run-as", "no-such-user-here", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "--run-as no-such-user-here: no such user on this host" in r.stderr
