@@ -332,7 +332,7 @@ def install(opts):
     owned.write_as(*owned.owner(opts.workspace or "/"), theirs)  # the workspace's owner's files
     for ch in changes:
         if ch.changed and ch not in theirs:
-            write(ch)
+            (_write_token_file if ch.path == layout.token_file else write)(ch)
         report.append("%s %s" % ("wrote" if ch.changed else "unchanged", ch.path))
     _secure_token_file(layout, gid)
     if opts.tcp and not os.path.exists(layout.tls_cert):
@@ -352,6 +352,16 @@ def install(opts):
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))
     return report, changes
+
+
+def _write_token_file(change):
+    """Rewrite the token file in place: containers mount the file itself, and a new file (as
+    write() makes) would leave them the old token until they are recreated."""
+    if not os.path.exists(change.path):
+        return write(change)
+    fd = os.open(change.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "wb") as f:
+        f.write(change.content)
 
 
 def _secure_token_file(layout, gid):

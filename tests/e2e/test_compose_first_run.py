@@ -60,7 +60,7 @@ def first_run(images, docker_client):
     assert r.returncode == 0, r.stdout + r.stderr
     steps = [l.strip() for l in r.stdout.split("Next:", 1)[1].splitlines() if l.startswith("  docker-compose")]
     try:
-        yield steps, project, ws, root, marker
+        yield steps, project, ws, root, marker, compose_file
     finally:
         subprocess.run(steps[0].replace(" up -d", " down").split(), capture_output=True, timeout=300)
         subprocess.run(INSTALL + ["uninstall", "--root", str(root)], cwd=ROOT, capture_output=True)
@@ -68,7 +68,7 @@ def first_run(images, docker_client):
 
 
 def test_printed_steps_name_the_service_and_run_verbatim(first_run):
-    steps, project, _, root, _ = first_run
+    steps, project, _, root, _, _ = first_run
     override = root / "etc/hostlink/compose/docker-compose.hostlink.yml"
     assert steps == ["docker-compose -f %s/docker-compose.yml -f %s up -d" % (project, override),
                      "docker-compose -f %s/docker-compose.yml -f %s exec -T gateway hostlink ping"
@@ -81,7 +81,7 @@ def test_printed_steps_name_the_service_and_run_verbatim(first_run):
 
 
 def test_client_on_path_token_as_a_file(first_run, docker_client):
-    steps, project, _, _, marker = first_run
+    steps, project, _, _, marker, _ = first_run
     exec_ = steps[1].replace(" hostlink ping", " sh -c ")
     r = as_user(exec_ + "'command -v hostlink; id -u; hostlink exec \"cat %s; id -un\"; "
                         "env | grep -c HOSTLINK_TOKEN='" % marker, project)
@@ -96,8 +96,20 @@ def test_client_on_path_token_as_a_file(first_run, docker_client):
 
 
 def test_workspace_env_belongs_to_its_owner(first_run):
-    _, _, ws, _, _ = first_run
+    _, _, ws, _, _, _ = first_run
     st = (ws / ".env").stat()
     assert (st.st_uid, st.st_mode & 0o777) == (UID, 0o600)
     r = as_user("cat %s/.env" % ws, ws)
     assert r.returncode == 0 and "HOSTLINK_TOKEN=" in r.stdout
+
+
+def test_rotated_token_reaches_the_running_container(first_run):
+    steps, project, ws, root, _, compose_file = first_run
+    token = root / "etc/hostlink/compose/secrets/hostlink_token"
+    old = token.read_text()
+    r = subprocess.run(INSTALL + ["host", "--root", str(root), "--workspace", str(ws), "--compose-file",
+                                  str(compose_file), "--rotate-token"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and token.read_text() != old, r.stderr
+    ping = as_user(steps[1], project)  # the same container, not recreated
+    assert ping.returncode == 0 and ping.stdout.startswith("[%s] pong" % HOSTNAME), ping.stdout + ping.stderr
