@@ -6,8 +6,8 @@ import threading
 from . import output, targets_conf
 from .errors import HostlinkError
 from .capture import write_all
-from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, whole_ms,
-                      with_fields)
+from .session import (Session, connect_timeout, given_token, need_token, raise_for, target_endpoint,
+                      whole_ms, with_fields)
 
 
 def names(opts, environ, warnings):
@@ -24,7 +24,7 @@ def run(opts, environ, warnings, names, req):
     for name in names:
         ep = target_endpoint(name, opts.targets_file, environ, warnings)
         if opts.token is not None:
-            ep.token = opts.token
+            ep.token = given_token(opts, environ, warnings)
         eps.append(ep)
         need_token(ep)
     req = with_fields(req, mode="relay")

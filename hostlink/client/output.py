@@ -123,8 +123,10 @@ def print_json(obj):
 
 
 def approval_wait(waiting):
+    from ..wire.visible import visible  # the daemon escapes it too; an older one did not
     say("waiting for approval %s on %s: %s (up to %d s)"
-        % (waiting.id, waiting.node, waiting.text, waiting.timeout_ms // 1000))
+        % (visible(waiting.id, False), visible(waiting.node, False), visible(waiting.text, False),
+           waiting.timeout_ms // 1000))
 
 
 def signal_stuck():

@@ -52,22 +52,9 @@ def whole_ms(value, name, low=0):
     return n
 
 
-def env_token(environ):
-    """HOSTLINK_TOKEN, else the content of the file HOSTLINK_TOKEN_FILE names, else None."""
-    if environ.get("HOSTLINK_TOKEN") is not None or not environ.get("HOSTLINK_TOKEN_FILE"):
-        return environ.get("HOSTLINK_TOKEN")
-    path = environ["HOSTLINK_TOKEN_FILE"]
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError as exc:
-        raise UsageError("cannot read HOSTLINK_TOKEN_FILE %s: %s (the installer makes it readable "
-                         "by the socket's group)" % (path, exc.strerror)) from None
-
-
 def endpoint(opts, environ, warnings, target=None):
     """The Endpoint the options and environment name (``target`` overrides -t)."""
-    token = opts.token if opts.token is not None else env_token(environ)
+    token = given_token(opts, environ, warnings)
     if opts.socket:
         ep = Endpoint(socket=opts.socket)
     elif opts.address:
@@ -86,6 +73,40 @@ def endpoint(opts, environ, warnings, target=None):
     return ep
 
 
+# Told once when -k carries the token itself: any user of the machine can read our argv.
+LITERAL_TOKEN = ("-k TOKEN shows the token in /proc/PID/cmdline to every user of this "
+                 "machine; use HOSTLINK_TOKEN_FILE=FILE or -k @FILE")
+MAX_TOKEN_FILE = 4096  # a token is 64 characters; anything much longer is the wrong file
+
+
+def given_token(opts, environ, warnings):
+    """The token the user gave: -k (a literal, or @FILE), else the file HOSTLINK_TOKEN_FILE
+    names, else HOSTLINK_TOKEN; None when none."""
+    if opts.token is not None:
+        if opts.token.startswith("@"):
+            return read_token(opts.token[1:])
+        if LITERAL_TOKEN not in warnings:
+            warnings.append(LITERAL_TOKEN)
+        return opts.token
+    if environ.get("HOSTLINK_TOKEN_FILE"):
+        return read_token(environ["HOSTLINK_TOKEN_FILE"])
+    return environ.get("HOSTLINK_TOKEN")
+
+
+def read_token(path):
+    """The token in the file ``path`` (surrounding white space removed); UsageError if unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise UsageError("cannot read the token file %s: %s" % (path, exc.strerror)) from None
+    token = data.decode("utf-8", "replace").strip()
+    if not token or len(data) > MAX_TOKEN_FILE or any(c.isspace() for c in token):
+        raise UsageError("the token file %s does not hold one token (one line, at most %d bytes)"
+                         % (path, MAX_TOKEN_FILE))
+    return token
+
+
 def target_endpoint(name, targets_file, environ, warnings):
     """The Endpoint of target ``name`` in targets.conf; UsageError when there is none."""
     from . import targets_conf
@@ -102,8 +123,8 @@ def connect_timeout(opts):
 def need_token(ep):
     """AuthFailed before connecting when ``ep`` has no token."""
     if not ep.token:
-        raise AuthFailed("no token: set HOSTLINK_TOKEN (or HOSTLINK_TOKEN_FILE) or pass -k; it "
-                         "must match auth_token in hostlink.conf on the host")
+        raise AuthFailed("no token: set HOSTLINK_TOKEN_FILE (or HOSTLINK_TOKEN, or -k @FILE); it must match auth_token in "
+                         "hostlink.conf on the host")
 
 
 def connect(ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS):
@@ -118,7 +139,8 @@ def connect(ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS):
     sock.settimeout(connect_timeout_ms / 1000)
     try:
         sock.connect(target)
-        if not ep.socket and ep.tls != "off" and ep.protocol != "hlnk":
+        # The first hostlink has no TLS; a pinned fingerprint still means TLS or nothing.
+        if not ep.socket and ep.tls != "off" and (ep.protocol != "hlnk" or ep.fingerprint):
             from . import tls
             sock = tls.wrap(ep, sock)
     except OSError as exc:

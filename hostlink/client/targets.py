@@ -4,7 +4,7 @@ import threading
 
 from . import output, targets_conf
 from .errors import AuthFailed, ConnectFailed, HostlinkError
-from .session import Endpoint, connect_timeout, env_token, ping, target_endpoint
+from .session import Endpoint, connect_timeout, given_token, ping, target_endpoint
 
 PING_CONNECT_TIMEOUT_MS = 2000  # many targets at once: an unreachable one must not hold the list
 
@@ -37,7 +37,7 @@ def _ping_row(row, opts, environ, warnings):
         else:
             ep = target_endpoint(row["name"], opts.targets_file, environ, warnings)
         if not ep.token:
-            ep.token = opts.token or env_token(environ) or ""
+            ep.token = given_token(opts, environ, warnings) or ""
         row["node"], row["uptime_s"] = ping(ep, min(connect_timeout(opts), PING_CONNECT_TIMEOUT_MS))
         row["state"] = "ok"
     except AuthFailed:

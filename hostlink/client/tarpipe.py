@@ -9,7 +9,7 @@ what it received, and the caller tells it.
 import os
 import threading
 
-from ..wire import tarstream
+from ..wire import tarstream, untar
 from .errors import HostlinkError, RemoteFailed, UsageError
 
 
@@ -135,7 +135,7 @@ def get(session, req_factory, remote, local, excludes, verify, fds_mode, manifes
     req = req_factory("send", args)
     r, w = os.pipe()
     try:
-        unpacker = tarstream.Unpacker(local, verify, manifest)
+        unpacker = untar.Unpacker(local, verify, manifest)
     except (tarstream.TransferError, OSError) as exc:
         os.close(r)
         os.close(w)

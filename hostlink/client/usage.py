@@ -28,8 +28,8 @@ commands:
 
 options:
   -s, --socket PATH        Unix socket (env HOSTLINK_SOCKET, default %s)
-  -k, --token TOKEN        token (env HOSTLINK_TOKEN, or a file named by HOSTLINK_TOKEN_FILE);
-                           must match auth_token in hostlink.conf
+  -k, --token @FILE        token from FILE (env HOSTLINK_TOKEN_FILE, HOSTLINK_TOKEN); must match
+                           auth_token in hostlink.conf (-k TOKEN works but shows it to ps)
   -t, --target NAME        a target from targets.conf (env HOSTLINK_TARGET); a,b,c runs on each
       --all                run on every target of targets.conf, lines prefixed [name]
   -a, --address HOST:PORT  a daemon on TCP with no targets entry (with --fingerprint, or --plain)

@@ -23,8 +23,10 @@ from .approvals import describe, signature
 from .channel import close_all
 from .errors import Busy, Denied, Refused
 
-# What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where.
-Decision = namedtuple("Decision", "request user cwd approved")
+# What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where
+# (``target``: a policy.Target holding the checked directory and executable open until the spawn;
+# its owner closes it).
+Decision = namedtuple("Decision", "request user target approved")
 
 
 class Outcome:
@@ -53,26 +55,33 @@ async def authorize(state, client, req, exchange):
     """The Decision to run ``req`` for ``client``; a Refused when it may not run."""
     cfg = state.cfg
     user = policy.user_for(cfg, client)
+    if req.xfer:  # its helper runs in /, whatever cwd was asked (it must be allowed all the same)
+        root = policy.check_transfer(cfg, client, req)
+        req = transfer_request(req, user, root, client.allow_setuid)
+        return Decision(req, user, policy.hold(cfg, req, "/"), False)
     cwd = spawn.working_dir(cfg, req, user, client.cwd_allow[0] if client.cwd_allow else "")
-    if req.xfer:
-        policy.check_transfer(cfg, client, req)
-        return Decision(transfer_request(req), user, cwd, False)
-    if policy.check(cfg, client, req, cwd) != "ask":
-        return Decision(req, user, cwd, False)
-    approved, reason = await _approval(state, client, req, cwd, exchange)
-    if not approved:
-        raise Denied("not approved on %s: %s" % (cfg.node, reason))
-    return Decision(req, user, cwd, True)
+    # Held from here to the spawn: what is checked (and what a person approves) is what runs.
+    target = policy.hold(cfg, req, cwd)
+    try:
+        if policy.check(cfg, client, req, target) != "ask":
+            return Decision(req, user, target, False)
+        approved, reason = await _approval(state, client, req, target, exchange)
+        if not approved:
+            raise Denied("not approved on %s: %s" % (cfg.node, reason))
+    except BaseException:
+        target.close()
+        raise
+    return Decision(req, user, target, True)
 
 
-async def _approval(state, client, req, cwd, exchange):
+async def _approval(state, client, req, target, exchange):
     """Wait for a person to approve the request; (approved, reason). A hang-up withdraws it."""
-    sig = signature(req, cwd)
+    sig = signature(req, target)
     timeout = state.cfg.approval_timeout_ms
 
     async def announce(ident):
         await exchange.waiting(ident, state.cfg.node, describe(sig), timeout)
-    ask = state.loop.create_task(state.approvals.ask(client, sig, timeout, announce))
+    ask = state.loop.create_task(state.approvals.ask(client, sig, timeout, announce, target))
     gone = state.loop.create_task(exchange.until_closed())
     done, _ = await asyncio.wait({ask, gone}, return_when=asyncio.FIRST_COMPLETED)
     if ask in done:
@@ -82,9 +91,12 @@ async def _approval(state, client, req, cwd, exchange):
     raise ConnectionResetError("the client went away while waiting for approval")
 
 
-def transfer_request(req):
-    """hostlink cp/put/get/df as the request that runs its host-side helper (the client's user)."""
-    argv, env = spawn.helper("transfer_helper", req.xfer, *req.argv)
+def transfer_request(req, user, root, setuid):
+    """hostlink cp/put/get/df as the request that runs its host-side helper as the client's user;
+    the helper resolves the client's path beneath ``root`` itself. What the daemon decides comes
+    first and by position, so nothing the client sends can pose as it."""
+    argv, env = spawn.helper("transfer_helper", root, "keep" if setuid else "strip", req.xfer,
+                             *req.argv, user=user)
     fields = {n: getattr(req, n) for n in req.__slots__}
     fields.update(argv=tuple(argv), command=None, env=tuple(env.items()), xfer="")
     return p.Exec(**fields)
@@ -105,10 +117,11 @@ async def run_exec(state, client, req, exchange):
                                  0 if req.xfer else cfg.default_timeout_ms, cfg.max_timeout_ms)
     stdio, ours = _stdio(req, exchange)
     tty = req.tty and req.mode == "relay"
+    decision = None
     try:
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
-        proc = spawn.spawn(cfg, decision.request, decision.user, decision.cwd, *stdio, tty=tty)
+        proc = spawn.spawn(cfg, decision.request, decision.user, decision.target, *stdio, tty=tty)
     except Refused as exc:
         close_all(ours)
         outcome.refused(exc)
@@ -116,6 +129,8 @@ async def run_exec(state, client, req, exchange):
         return outcome
     finally:
         close_all(stdio)  # the child has its copies; ours would hold pipes open
+        if decision is not None:
+            decision.target.close()
     await _run(state, running.Command(state, proc, timeout, client.name, tty), exchange, ours,
                timeout, outcome)
     return outcome
@@ -164,16 +179,20 @@ async def start_job(state, client, req, exchange):
     """exec -D: authorize as for exec, start a job runner; (Outcome, Reply to send)."""
     cfg = state.cfg
     outcome = Outcome()
+    decision = None
     try:
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
         req = decision.request
         timeout = policy.timeout_for(cfg, client, req.timeout_ms, cfg.job_default_timeout_ms,
                                      cfg.job_max_timeout_ms)
-        ident = state.jobs.start(client, req, decision.cwd, decision.user, timeout)
+        ident = state.jobs.start(client, req, decision.target, decision.user, timeout)
     except Refused as exc:
         outcome.refused(exc)
         await exchange.refuse(exc)
         return outcome, None
+    finally:
+        if decision is not None:
+            decision.target.close()
     outcome.fields.update(result="ok", job=ident, timeout_ms=timeout)
     return outcome, p.Reply(json.dumps({"id": ident, "node": cfg.node, "timeout_ms": timeout}))

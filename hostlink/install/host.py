@@ -267,7 +267,8 @@ def start_daemon(layout, conf_changed):
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
     log = open(layout.daemon_log, "ab")
     proc = subprocess.Popen(daemon_command() + ["--config", layout.conf, "--pid-file", layout.pid_file],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                            cwd="/")  # -m puts the working directory first on a root daemon's path
     log.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

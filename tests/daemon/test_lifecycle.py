@@ -196,7 +196,7 @@ def test_world_readable_config_refused(make_daemon):
 
 def test_world_readable_token_file_refused(tmp_path):
     token = tmp_path / "token"
-    token.write_text("abc\n")
+    token.write_text("file-token-0123456789abcdef\n")
     os.chmod(token, 0o640)
     conf = tmp_path / "h.conf"
     conf.write_text("auth_token_file = %s\nsocket = %s/s.sock\n" % (token, tmp_path))

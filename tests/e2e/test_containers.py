@@ -293,7 +293,7 @@ def test_sidecar_enters_host_namespaces(tmp_path, images, docker_client, host_pr
     marker = tmp_path / ("sidecar-marker-" + uuid.uuid4().hex)
     marker.write_text("host side\n")
     conf = tmp_path / "hostlink.conf"
-    conf.write_text("auth_token = sidecar-secret\nsocket = /run/hostlink/hostlink.sock\n"
+    conf.write_text("auth_token = sidecar-secret-0123456789\nsocket = /run/hostlink/hostlink.sock\n"
                     "socket_mode = 0666\nnode_name = %s\nnamespace_pid = %d\n"
                     "audit_log = /var/log/hostlink/audit.log\n" % (HOSTNAME, host_process))
     os.chmod(conf, 0o600)
@@ -306,7 +306,7 @@ def test_sidecar_enters_host_namespaces(tmp_path, images, docker_client, host_pr
     daemon.start()
     client = DockerContainer(images["agent"]).with_command("sleep infinity")
     client.with_volume_mapping(volume.name, "/run/hostlink", "rw")
-    client.with_env("HOSTLINK_TOKEN", "sidecar-secret")
+    client.with_env("HOSTLINK_TOKEN", "sidecar-secret-0123456789")
     client.with_kwargs(user="1000", labels=dict(LABEL))
     client.start()
     try:
