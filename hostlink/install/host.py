@@ -132,6 +132,9 @@ def group_gid(name, create):
     return grp.getgrnam(name).gr_gid
 
 
+_INSTALLATION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def daemon_command():
     """How to start hostlinkd from this installation."""
     return [sys.executable, "-m", "hostlink.daemon"]
@@ -268,7 +271,8 @@ def start_daemon(layout, conf_changed):
     log = open(layout.daemon_log, "ab")
     proc = subprocess.Popen(daemon_command() + ["--config", layout.conf, "--pid-file", layout.pid_file],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                            cwd="/")  # -m puts the working directory first on a root daemon's path
+                            cwd="/",  # -m puts the working directory first on a root daemon's path
+                            env=dict(os.environ, PYTHONPATH=_INSTALLATION))  # and this code, not another
     log.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
