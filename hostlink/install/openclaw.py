@@ -16,7 +16,6 @@ from . import host, owned
 from .openclaw_plan import SANDBOX_SOCKET_DIR, Options, host_facts, plan, read_config, validate
 
 STATE = "/var/lib/hostlink/openclaw.json"
-__all__ = ["Options", "install", "follow_token", "uninstall"]
 
 
 def _state_path(layout):
@@ -43,7 +42,9 @@ def install(opts):
     changes = user_changes + root_changes
     if opts.dry_run:
         return report + ["dry run: nothing was changed"], changes
-    owned.write_as(t.uid, t.gid, user_changes)
+    skill = [c for c in user_changes if c.path.startswith(t.skill_dir + os.sep)]
+    owned.write_as(t.uid, t.gid, [c for c in user_changes if c not in skill])
+    owned.write_as(*owned.owner(t.workspace), skill)  # the workspace may be another user's
     for ch in root_changes:
         if ch.changed:
             host.write(ch)
@@ -137,8 +138,8 @@ def uninstall(root):
     report = ["removed hostlink from %s" % state["config"]]
     report.append(_strip_env(uid, gid, state["env_file"]))
     skill = state["skill_dir"]
-    owned.remove_as(uid, gid, [state["client"], os.path.dirname(state["client"]),
-                               os.path.join(skill, "SKILL.md"), skill])
+    owned.remove_as(*owned.owner(skill), [state["client"], os.path.dirname(state["client"]),
+                                          os.path.join(skill, "SKILL.md"), skill])
     report.append("removed the skill %s" % skill)
     if state.get("added_to_group"):
         user, group = state["added_to_group"].split(":")
