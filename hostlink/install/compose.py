@@ -105,3 +105,16 @@ def next_steps(compose_file, override_path, service):
         lines.append("  (no compose file given: this override is for a service named %s; "
                      "--compose-file FILE picks the service from your file)" % service)
     return lines
+
+
+def write_token(change, gid):
+    """Write the token file in place, 0440 root:``gid`` in a 0700 directory. In place: containers
+    mount the file itself, and a new file would leave them the old token until recreated."""
+    folder = os.path.dirname(change.path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    fd = os.open(change.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
+    with os.fdopen(fd, "wb") as f:
+        os.fchown(f.fileno(), 0, max(gid, 0))
+        os.fchmod(f.fileno(), change.mode)
+        f.write(change.content)

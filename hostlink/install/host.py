@@ -336,10 +336,11 @@ def install(opts):
     theirs = [c for c in changes if opts.workspace and c.path.startswith(opts.workspace + os.sep)]
     owned.write_as(*owned.owner(opts.workspace or "/"), theirs)  # the workspace's owner's files
     for ch in changes:
-        if ch.changed and ch not in theirs:
-            (_write_token_file if ch.path == layout.token_file else write)(ch)
+        if ch.changed and ch.path == layout.token_file:
+            compose.write_token(ch, gid)
+        elif ch.changed and ch not in theirs:
+            write(ch)
         report.append("%s %s" % ("wrote" if ch.changed else "unchanged", ch.path))
-    _secure_token_file(layout, gid)
     if opts.tcp and not os.path.exists(layout.tls_cert):
         from ..daemon import tls
         tls.generate(layout.tls_cert, layout.tls_key, opts.node_name or _socket.gethostname())
@@ -357,22 +358,6 @@ def install(opts):
     if not opts.no_start:
         report.append(start_daemon(layout, changes[0].changed))
     return report, changes
-
-
-def _write_token_file(change):
-    """Rewrite the token file in place: containers mount the file itself, and a new file (as
-    write() makes) would leave them the old token until they are recreated."""
-    if not os.path.exists(change.path):
-        return write(change)
-    fd = os.open(change.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
-    with os.fdopen(fd, "wb") as f:
-        f.write(change.content)
-
-
-def _secure_token_file(layout, gid):
-    """Only root on the host; in a container, whoever has the socket's group (compose.py)."""
-    os.chmod(os.path.dirname(layout.token_file), 0o700)
-    os.chown(layout.token_file, 0, max(gid, 0))
 
 
 def _make_socket_dir(layout, gid):
