@@ -117,7 +117,8 @@ def test_compose_override_passes_docker_compose_config(tree, tmp_path):
     base = tmp_path / "docker-compose.yml"
     base.write_text('version: "2.4"\nservices:\n  agent:\n    image: python:3.11-slim-bookworm\n'
                     '    group_add: ["video"]\n')
-    r = install("host", "--root", str(root), "--no-start", "--compose-file", str(base))
+    r = install("host", "--root", str(root), "--no-start", "--compose-file", str(base),
+                "--workspace", str(ws), "--workspace-mount", "/workspace")
     override = root / "etc/hostlink/compose/docker-compose.hostlink.yml"
     out = subprocess.run(["docker-compose", "-f", str(base), "-f", str(override), "config"],
                          capture_output=True, text=True)
@@ -128,7 +129,9 @@ def test_compose_override_passes_docker_compose_config(tree, tmp_path):
     gid = grp.getgrnam("hostlink").gr_gid
     assert svc["group_add"] == ["video", str(gid)]
     assert svc["environment"] == {"HOSTLINK_SOCKET": "/run/hostlink/hostlink.sock",
-                                  "HOSTLINK_TOKEN_FILE": "/run/secrets/hostlink_token"}
+                                  "HOSTLINK_TOKEN_FILE": "/run/secrets/hostlink_token",
+                                  "HOSTLINK_PATH_MAP": "/workspace=%s" % ws}
+    assert "%s:/workspace:rw" % ws in svc["volumes"]
     assert "%s:/run/hostlink:rw" % (root / "run/hostlink") in svc["volumes"]
     assert "%s:/usr/local/bin/hostlink:ro" % (root / "var/lib/hostlink/client/hostlink") in svc["volumes"]
     token = root / "etc/hostlink/compose/secrets/hostlink_token"
