@@ -62,7 +62,7 @@ def first_run(images, docker_client):
     try:
         yield steps, project, ws, root, marker, compose_file
     finally:
-        subprocess.run(steps[0].replace(" up -d", " down").split(), capture_output=True, timeout=300)
+        subprocess.run(steps[0].replace(" up -d", " down -t 1").split(), capture_output=True, timeout=300)
         subprocess.run(INSTALL + ["uninstall", "--root", str(root)], cwd=ROOT, capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
