@@ -66,10 +66,16 @@ def uninstall(
     """Stop hostlinkd and remove what 'host' and 'openclaw' installed (the audit log is kept)."""
     from . import openclaw
     try:
-        for line in openclaw.uninstall(root) + host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
+        lines, left = openclaw.uninstall(root), None
+    except (host.InstallError, OSError) as exc:  # the daemon still goes; then say what was left
+        lines, left = [], "hostlink is still in the OpenClaw setup: %s" % exc
+    try:
+        for line in lines + host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
             typer.echo(line)
     except (host.InstallError, OSError) as exc:
         _fail(str(exc))
+    if left:
+        _fail(left)
 
 
 @app.command("openclaw")

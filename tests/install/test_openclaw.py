@@ -157,3 +157,12 @@ def test_host_openclaw_config_reads_json5_and_is_remembered(tmp_path):
         install("uninstall", "--root", str(root))
     assert plain(parse(oc.read_text())) == {"model": "x", "env": {"vars": {}}}
     assert "// comment" in oc.read_text()
+
+
+def test_uninstall_goes_on_when_the_config_is_broken(setup):
+    root, home = setup
+    install("openclaw", "--root", str(root), "--home", str(home), "--no-sandbox")
+    (home / ".openclaw/openclaw.json").write_text("{ broken")
+    r = install("uninstall", "--root", str(root), check=False)
+    assert r.returncode == 1 and "hostlink is still in the OpenClaw setup" in r.stderr, r.stderr
+    assert not (root / "etc/hostlink/hostlink.conf").exists()
