@@ -116,11 +116,23 @@ def follow_token(root):
 
 
 def uninstall(root):
-    """Take hostlink out of the recorded OpenClaw setup, giving back what it replaced."""
+    """Take hostlink out of the recorded OpenClaw setup, giving back what it replaced; the
+    config last, so a config that no longer parses leaves only itself behind."""
     path = _state_path(host.Layout(host.Options(root=root)))
     state = _load(path)
     if not state:
         return []
+    report = []
+    if state.get("added_to_group"):
+        user, group = state["added_to_group"].split(":")
+        subprocess.run(["gpasswd", "-d", user, group], capture_output=True)
+        report.append("removed %s from group %s" % (user, group))
+    uid, gid = owned.owner(state["home"])
+    report.append(_strip_env(uid, gid, state["env_file"]))
+    skill = state["skill_dir"]
+    owned.remove_as(*owned.owner(skill), [state["client"], os.path.dirname(state["client"]),
+                                          os.path.join(skill, "SKILL.md"), skill])
+    report.append("removed the skill %s" % skill)
     doc = read_config(state["config"])
     for op, key, item in state["ops"]:
         previous = state["previous"].get(".".join(key))
@@ -133,18 +145,8 @@ def uninstall(root):
     for key in sorted(state.get("created", []), key=len, reverse=True):
         if doc.get(key) in ({}, []):  # made by the install, left empty by the lines above
             doc.delete(key)
-    uid, gid = owned.owner(state["home"])
     owned.write_as(uid, gid, [host.Change(state["config"], doc.text, _mode(state["config"]))])
-    report = ["removed hostlink from %s" % state["config"]]
-    report.append(_strip_env(uid, gid, state["env_file"]))
-    skill = state["skill_dir"]
-    owned.remove_as(*owned.owner(skill), [state["client"], os.path.dirname(state["client"]),
-                                          os.path.join(skill, "SKILL.md"), skill])
-    report.append("removed the skill %s" % skill)
-    if state.get("added_to_group"):
-        user, group = state["added_to_group"].split(":")
-        subprocess.run(["gpasswd", "-d", user, group], capture_output=True)
-        report.append("removed %s from group %s" % (user, group))
+    report.append("removed hostlink from %s" % state["config"])
     os.unlink(path)
     return report
 

@@ -165,4 +165,7 @@ def test_uninstall_goes_on_when_the_config_is_broken(setup):
     (home / ".openclaw/openclaw.json").write_text("{ broken")
     r = install("uninstall", "--root", str(root), check=False)
     assert r.returncode == 1 and "hostlink is still in the OpenClaw setup" in r.stderr, r.stderr
-    assert not (root / "etc/hostlink/hostlink.conf").exists()
+    assert not (root / "etc/hostlink/hostlink.conf").exists() and not user_in_group(UID, "hostlink")
+    assert not (home / "ws/skills/hostlink").exists()
+    (home / ".openclaw/openclaw.json").write_text(CONFIG)  # mended: a second uninstall finishes
+    assert "removed hostlink from" in install("uninstall", "--root", str(root)).stdout
