@@ -13,7 +13,8 @@ import _socket
 from _struct import pack as _pack  # struct would be one more module to import
 
 from ..wire import protocol as p
-from .errors import FROM_DAEMON, AuthFailed, ClientBug, ConnectFailed, HostlinkError, TimedOut, UsageError
+from .errors import (FROM_DAEMON, AuthFailed, ClientBug, ConnectFailed, HostlinkError, Interrupted,
+                     Leave, TimedOut, UsageError)
 
 DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
 DEFAULT_PORT = 9876
@@ -113,6 +114,19 @@ def target_endpoint(name, targets_file, environ, warnings):
     return Endpoint(**targets_conf.find(name, targets_file, environ, warnings))
 
 
+def timeout_fields(opts, environ, ep):
+    """(timeout_ms, no_timeout) to ask for: -T, else HOSTLINK_TIMEOUT_MS, else the target's
+    timeout_ms, else (0, False): the daemon's default. A 0 in -T or the variable means none (the
+    daemon's max_timeout_ms still caps it)."""
+    if opts.timeout is not None:
+        ms = whole_ms(opts.timeout, "-T")
+    elif environ.get("HOSTLINK_TIMEOUT_MS"):
+        ms = whole_ms(environ["HOSTLINK_TIMEOUT_MS"], "HOSTLINK_TIMEOUT_MS")
+    else:
+        return ep.timeout_ms, False
+    return ms, ms == 0
+
+
 def connect_timeout(opts):
     """The -C option in ms."""
     if opts.connect_timeout is None:
@@ -164,6 +178,7 @@ class CompletedProcess:
         self.duration_ms = 0
         self.timeout_ms = 0  # what the daemon granted (Started)
         self.pid = 0  # the command's, on the host (Started)
+        self.forwarded = 0  # the last signal we forwarded to it, 0 for none
 
 
 class Session:
@@ -177,10 +192,11 @@ class Session:
         self.sock = connect(ep, connect_timeout_ms)
         self.conn = p.Connection(p.CLIENT)
         self.result = CompletedProcess()
-        self.on_wait = on_wait  # called with a protocol.Waiting when a person must approve
+        self.on_wait = on_wait  # called with a protocol.Waiting: a person must approve, or a slot
         self.on_stuck = on_stuck  # called once when a forwarded signal waits behind unread stdin
         self.relay = None  # the Relay while one runs: signals go through it
         self.kill_refused = False  # a daemon before protocol Kill said no once
+        self.queued = False  # waiting for a free slot (Waiting kind "slot"): a signal leaves
         self._hello = self.encode(p.Auth(ep.token, client_name))
 
     def __enter__(self):
@@ -216,8 +232,7 @@ class Session:
             if isinstance(reply, p.Ok):
                 self.result.node = reply.node
             elif isinstance(reply, p.Waiting):
-                if self.on_wait is not None:
-                    self.on_wait(reply)
+                self._waiting(reply)
             elif isinstance(reply, p.Reply):
                 return json.loads(reply.text)
 
@@ -286,6 +301,9 @@ class Session:
             self._queue(p.Resize(rows, cols))
 
     def _forward(self, signum, frame):
+        if self.queued and not self.result.pid:
+            raise Leave(signum)  # nothing runs yet: leave the queue (the daemon sees us go)
+        self.result.forwarded = signum
         self._queue(p.Signal(signum))
 
     def _queue(self, event):
@@ -363,8 +381,16 @@ class Session:
             raise ConnectFailed("the daemon at %s closed the connection before answering "
                                 "(it may have been restarted)" % self.ep.where)
         if isinstance(event, p.Error):
-            raise FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+            error = FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+            error.shell_status = event.status
+            raise error
         return event
+
+    def _waiting(self, event):
+        if event.kind == "slot":
+            self.queued = True
+        if self.on_wait is not None:
+            self.on_wait(event)
 
     def handle(self, event, out):
         """Apply one event (output ones go to ``out``); False once the command has ended."""
@@ -374,8 +400,7 @@ class Session:
         elif isinstance(event, p.Started):
             r.timeout_ms, r.pid = event.timeout_ms, event.pid
         elif isinstance(event, p.Waiting):
-            if self.on_wait is not None:
-                self.on_wait(event)
+            self._waiting(event)
         elif isinstance(event, p.Exit):
             r.returncode, r.signal = event.exit_code, event.signal
             r.timed_out, r.duration_ms = event.timed_out, event.duration_ms
@@ -441,7 +466,10 @@ def check_timeout(result, requested_ms):
 
 
 def raise_for(result):
-    """TimedOut if the command hit its timeout."""
+    """TimedOut if the command hit its timeout; Interrupted if the signal we forwarded ended it."""
     if result.timed_out:
         raise TimedOut("timed out after %d ms; the command's process group was killed"
                        % result.timeout_ms)
+    sig = result.forwarded
+    if sig and (result.signal == sig or result.returncode == 128 + sig):
+        raise Interrupted(sig)

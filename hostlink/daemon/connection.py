@@ -124,7 +124,7 @@ class Session:
             answer = await REQUESTS[key](self, client, event)
         except Refused as exc:
             self.record.update(result=exc.code, error=exc.message)
-            await _answer(self.chan, self.conn, p.Error(exc.code, exc.message))
+            await _answer(self.chan, self.conn, p.Error(exc.code, exc.message, exc.status))
             return
         if answer is not None:
             await self._send(answer)
@@ -223,10 +223,10 @@ class Exchange:
         return self.chan.sock
 
     async def refuse(self, exc):
-        await _answer(self.chan, self.conn, p.Error(exc.code, exc.message))
+        await _answer(self.chan, self.conn, p.Error(exc.code, exc.message, exc.status))
 
-    async def waiting(self, ident, node, text, timeout_ms):
-        await self.chan.send(self.conn.send(p.Waiting(ident, node, text, timeout_ms)))
+    async def waiting(self, ident, node, text, timeout_ms, kind="approval"):
+        await self.chan.send(self.conn.send(p.Waiting(ident, node, text, timeout_ms, kind)))
 
     async def until_closed(self):
         """Read (and keep) what the client sends until it closes; returns then."""

@@ -6,7 +6,7 @@ on the request's stdio and runs it to its end; ``start_job`` hands it to a job r
 Both talk to the client only through the ``exchange`` its wire protocol provides:
 
     refuse(Refused)            the request is refused (before anything ran)
-    waiting(id, node, text, timeout_ms), until_closed()      while a person decides
+    waiting(id, node, text, timeout_ms, kind), until_closed()   while a person decides, or in line
     started(pid, timeout_ms), input(command, pipes), output(fd, kind, command), exit(Exit)
     fds, sock                  the descriptors the client passed, the connection's socket
 
@@ -21,7 +21,7 @@ from ..wire import protocol as p
 from . import policy, running, spawn
 from .approvals import describe, signature
 from .channel import close_all
-from .errors import Busy, Denied, Refused
+from .errors import Denied, Refused
 
 # What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where
 # (``target``: a policy.Target holding the checked directory and executable open until the spawn;
@@ -103,37 +103,63 @@ def transfer_request(req, user, root, setuid):
 
 
 async def run_exec(state, client, req, exchange):
-    """Run one exec request to its end; its Outcome. RemoteProtocolError when it is malformed."""
+    """Run one exec request to its end; its Outcome. RemoteProtocolError when it is malformed.
+
+    Authorized first (a person may be asked), then a slot is taken (waiting in line for one when
+    the request asked to queue), then spawned; the slot is given back when the command has ended.
+    """
     cfg = state.cfg
     outcome = Outcome()
-    if len(state.commands) >= cfg.max_concurrent:
-        outcome.fields["result"] = "busy"
-        await exchange.refuse(Busy("server busy: %d commands running (max_concurrent = %d)"
-                                   % (len(state.commands), cfg.max_concurrent)))
-        return outcome
     if req.timeout_ms < 0:
         raise p.RemoteProtocolError("timeout_ms must not be negative")
-    timeout = policy.timeout_for(cfg, client, req.timeout_ms,  # transfers: as long as they take
-                                 0 if req.xfer else cfg.default_timeout_ms, cfg.max_timeout_ms)
+    # Transfers, terminals and who asked for none: as long as they take (max_timeout_ms caps).
+    untimed = req.xfer or req.tty or req.no_timeout
+    timeout = policy.timeout_for(cfg, client, req.timeout_ms,
+                                 0 if untimed else cfg.default_timeout_ms, cfg.max_timeout_ms)
     stdio, ours = _stdio(req, exchange)
-    tty = req.tty and req.mode == "relay"
     decision = None
     try:
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
-        proc = spawn.spawn(cfg, decision.request, decision.user, decision.target, *stdio, tty=tty)
+        await state.slots.take(req.queue, exchange)
+    except Refused as exc:
+        _release(stdio + ours, decision)
+        outcome.refused(exc)
+        await exchange.refuse(exc)
+        return outcome
+    except BaseException:  # the client went away while waiting, or the daemon stops
+        _release(stdio + ours, decision)
+        raise
+    try:
+        await _spawn_and_run(state, client, req, exchange, decision, stdio, ours, timeout, outcome)
+    finally:
+        state.slots.release()
+    return outcome
+
+
+def _release(fds, decision):
+    """Close what a request took before it could run: its descriptors and its held target."""
+    close_all(fds)
+    if decision is not None:
+        decision.target.close()
+
+
+async def _spawn_and_run(state, client, req, exchange, decision, stdio, ours, timeout, outcome):
+    """Spawn the authorized request on its slot and run it to its end."""
+    tty = req.tty and req.mode == "relay"
+    try:
+        proc = spawn.spawn(state.cfg, decision.request, decision.user, decision.target, *stdio,
+                           tty=tty)
     except Refused as exc:
         close_all(ours)
         outcome.refused(exc)
         await exchange.refuse(exc)
-        return outcome
+        return
     finally:
         close_all(stdio)  # the child has its copies; ours would hold pipes open
-        if decision is not None:
-            decision.target.close()
+        decision.target.close()
     await _run(state, running.Command(state, proc, timeout, client.name, tty), exchange, ours,
                timeout, outcome)
-    return outcome
 
 
 def _stdio(req, exchange):
@@ -184,7 +210,8 @@ async def start_job(state, client, req, exchange):
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
         req = decision.request
-        timeout = policy.timeout_for(cfg, client, req.timeout_ms, cfg.job_default_timeout_ms,
+        timeout = policy.timeout_for(cfg, client, req.timeout_ms,
+                                     0 if req.no_timeout else cfg.job_default_timeout_ms,
                                      cfg.job_max_timeout_ms)
         ident = state.jobs.start(client, req, decision.target, decision.user, timeout)
     except Refused as exc:

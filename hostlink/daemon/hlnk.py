@@ -124,7 +124,7 @@ class Capture:
     async def refuse(self, exc):
         self.refusal = (exc.code, exc.message)
 
-    async def waiting(self, ident, node, text, timeout_ms):
+    async def waiting(self, ident, node, text, timeout_ms, kind="approval"):
         pass  # HLNK has no word for it: the client just waits
 
     async def until_closed(self):

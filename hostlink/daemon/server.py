@@ -124,6 +124,7 @@ class Server:
         log.info("configuration reloaded from %s", cfg.path)
 
     async def _shutdown(self):
+        self.state.slots.close()  # who waits for a slot is told at once; nothing new starts
         await self.admin.stop()
         for sock in self._listeners:
             self.state.loop.remove_reader(sock.fileno())

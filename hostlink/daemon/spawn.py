@@ -24,8 +24,10 @@ DENIED_ENV = frozenset((
     "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "HOSTLINK_COMMAND",
 ))
 _COMMAND_VAR = "HOSTLINK_COMMAND"
-# Runs the command from the environment: $0 stays the shell, the text never sits in argv.
-_STUB = '__hostlink_cmd=$%s; unset %s; eval "$__hostlink_cmd"' % (_COMMAND_VAR, _COMMAND_VAR)
+# Runs the command from the environment: $0 stays the shell, the text never sits in argv. The
+# space before it keeps a command that starts with "-" (exec -- --help) from being eval's option
+# (dash has no "eval --").
+_STUB = '__hostlink_cmd=$%s; unset %s; eval " $__hostlink_cmd"' % (_COMMAND_VAR, _COMMAND_VAR)
 _PR_SET_CHILD_SUBREAPER = 36
 # The folder that holds the hostlink package: helper programs find it through PYTHONPATH.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -194,9 +196,9 @@ def spawn(cfg, request, user, target, stdin, stdout, stderr, tty=False):
             argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, close_fds=True,
             start_new_session=True, restore_signals=True, **kw)
     except FileNotFoundError:
-        raise SpawnFailed("%s: command not found on the host" % argv[0]) from None
+        raise SpawnFailed("%s: command not found on the host" % argv[0], 127) from None
     except PermissionError as exc:
-        raise SpawnFailed("%s: %s" % (argv[0], exc.strerror)) from None
+        raise SpawnFailed("%s: %s" % (argv[0], exc.strerror), 126) from None
     except OSError as exc:
         raise SpawnFailed("cannot start %s: %s" % (argv[0], exc.strerror)) from None
 

@@ -11,6 +11,7 @@ from .approvals import Approvals
 from .audit import AuditLog
 from .auth import Penalties
 from .jobs import JobSpool
+from .slots import Slots
 
 
 class ServerState:
@@ -24,6 +25,7 @@ class ServerState:
         self.started = time.monotonic()
         self.tls_context = None  # set when a TCP listener offers TLS
         self.commands = set()  # running.Command: commands running on a connection
+        self.slots = Slots(self)  # max_concurrent, and the requests waiting for a slot
         self.penalties = Penalties()
         self.jobs = JobSpool(self)
         self.approvals = Approvals(self)

@@ -11,6 +11,7 @@ import os
 import stat
 import sys
 
+from ..wire.plain import words
 from ..wire.tarstream import (TransferError, copy_fd, free_bytes, manifest_line, pack_at,
                               receive_file, sha256_fd, summary, total_size_at)
 from ..wire.untar import Unpacker
@@ -22,7 +23,8 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 def main(argv):
     """Host side: ``ROOT keep|strip`` then ``send SRC [--exclude G]... [--verify] [--raw]``,
     ``receive DEST [--verify] [--size N] [--mkdir] [--mode M] [--file NAME ...]``, ``stat PATH``,
-    ``df PATH``. Errors are one line on stderr and exit 1."""
+    ``df PATH``. Errors are one line in plain words on stderr (the client's own, in fds mode: it
+    adds nothing) and exit 1."""
     import signal
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         # A hang-up or timeout must unwind through the cleanups: no partial file stays behind.
@@ -33,9 +35,15 @@ def main(argv):
             raise TransferError("unknown action %r" % action)
         ACTIONS[action](root, path, rest, 0o7777 if bits == "keep" else 0o777)
     except (TransferError, Outside, OSError, IndexError, ValueError) as exc:
-        sys.stderr.write("hostlink transfer: %s\n" % exc)
+        if isinstance(exc, OSError) and len(argv) > 3 and exc.filename == _leaf(argv[3]):
+            exc.filename = argv[3]  # opened by its name in a held directory: say the client's path
+        sys.stderr.write("hostlink: %s\n" % words(exc, " on the host"))
         return 1
     return 0
+
+
+def _leaf(path):
+    return os.path.basename(os.path.normpath(path))
 
 
 def _excludes(rest):

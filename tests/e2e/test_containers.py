@@ -170,6 +170,30 @@ def test_cp_between_container_and_host(agent, host):
     assert code == 0 and out == "x y\n", err
 
 
+def test_an_agents_day_without_friction(agent, host):
+    # As uid 1000, with the workspace (and the client in it) read-only: help stays here, a near
+    # miss is named, shims go to ~/.local/bin, and a mapped workspace path reaches the host as
+    # the host's path (docker run -v "$PWD":/w through a shim mounts the right directory).
+    code, out, err = sh(agent, "hostlink exec --help")
+    assert code == 0 and out.startswith("usage: hostlink [OPTIONS] exec"), err
+    code, _, err = sh(agent, "hostlink exce ls")
+    assert code == 7 and "did you mean 'exec'?" in err
+    code, _, err = sh(agent, "hostlink shim install sh")
+    assert code == 7 and "would shadow" in err
+    code, out, err = sh(agent, "hostlink shim install printf")
+    assert code == 0 and out.startswith("/home/agent/.local/bin/printf -> runs printf on the host"), err
+    code, out, err = sh(agent, "hostlink shim list")
+    assert out.split() == ["printf", "/home/agent/.local/bin/printf"], err
+    (host.ws / "project").mkdir(exist_ok=True)
+    env = {"HOSTLINK_PATH_MAP": "/workspace=%s" % host.ws}
+    code, out, err = sh(agent, "cd /workspace/project && ~/.local/bin/printf '%s\\n' \"$PWD\":/w "
+                               "\"$PWD\" ./relative", env=env)
+    assert (code, out.split()) == (0, ["%s/project:/w" % host.ws, "%s/project" % host.ws,
+                                       "./relative"]), err
+    code, out, err = sh(agent, "hostlink shim remove printf && hostlink shim list")
+    assert code == 0 and out == "" and "no shims on PATH" in err
+
+
 def test_exit_codes_inside_container(agent):
     assert sh(agent, 'hostlink exec "exit 3"')[0] == 1
     assert sh(agent, 'hostlink -x exec "exit 3"')[0] == 3
