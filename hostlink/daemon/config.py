@@ -80,6 +80,8 @@ KEYS = {
     "auth_token_file": (_optpath, "", "a file holding auth_token, kept out of the conf"),
     "shell": (_abspath, "/bin/sh", "runs shell-string commands as SHELL -c"),
     "socket": (_abspath, "/run/hostlink/hostlink.sock", "the Unix socket"),
+    "extra_socket": (_optpath, "", "a second Unix socket, same mode and group: for sandboxes that "
+                     "refuse to mount /run (OpenClaw's)"),
     "unix_enabled": (_bool, True, "listen on the Unix socket"),
     "socket_mode": (_mode, 0o660, "owner and socket group may connect, others not"),
     "socket_group": (_str, "", "group that may connect; empty keeps the daemon's group"),

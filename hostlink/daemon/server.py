@@ -30,6 +30,7 @@ class Server:
         self.admin = AdminSocket(self.state)
         self._tasks = set()
         self._listeners = []
+        self._extra = None  # the listener on extra_socket
         self._stopping = None
 
     @property
@@ -45,6 +46,7 @@ class Server:
         try:
             if self.cfg.unix_enabled:
                 self._listen(bind_unix(self.cfg))
+            self._listen_extra(self.cfg)
             if self.cfg.tcp_enabled:
                 self._listen_tcp()
             await self.admin.start()
@@ -58,6 +60,19 @@ class Server:
         sock.setblocking(False)
         self._listeners.append(sock)
         self.state.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _listen_extra(self, cfg):
+        """Listen on cfg.extra_socket instead of the extra socket there was (none when empty)."""
+        new = bind_unix(cfg, cfg.extra_socket) if cfg.extra_socket else None  # fails before the old goes
+        if self._extra is not None:
+            self.state.loop.remove_reader(self._extra.fileno())
+            self._listeners.remove(self._extra)
+            self._extra.close()
+            _unlink_socket(self.cfg.extra_socket)
+        self._extra = new
+        if new is not None:
+            self._listen(new)
+            log.info("also serving %s", cfg.extra_socket)
 
     def _listen_tcp(self):
         cfg = self.cfg
@@ -88,6 +103,13 @@ class Server:
             log.warning("socket changes need a restart; keeping %s", state.cfg.socket)
             cfg.socket, cfg.unix_enabled = state.cfg.socket, state.cfg.unix_enabled
         old_audit = state.cfg.audit_log
+        if cfg.extra_socket != state.cfg.extra_socket:
+            try:
+                self._listen_extra(cfg)
+            except OSError as exc:
+                log.error("cannot listen on %s: %s; keeping %s", cfg.extra_socket, exc,
+                          state.cfg.extra_socket or "none")
+                cfg.extra_socket = state.cfg.extra_socket
         state.cfg = cfg
         if cfg.audit_log != old_audit:
             state.audit.close()
@@ -108,6 +130,8 @@ class Server:
             sock.close()
         if self.cfg.unix_enabled:
             _unlink_socket(self.cfg.socket)
+        if self._extra is not None:
+            _unlink_socket(self.cfg.extra_socket)
         commands = self.state.commands
         if commands:
             log.info("waiting up to %d ms for %d running command(s)",
@@ -168,9 +192,10 @@ def _refuse(sock, message):
     sock.close()
 
 
-def bind_unix(cfg):
-    """The listening Unix socket: a stale file replaced, mode and group set before anyone connects."""
-    path = cfg.socket
+def bind_unix(cfg, path=None):
+    """The listening Unix socket (``cfg.socket`` unless ``path``): a stale file replaced, mode and
+    group set before anyone connects."""
+    path = path or cfg.socket
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     if os.path.lexists(path):
         st = os.lstat(path)

@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -245,3 +246,23 @@ def test_many_concurrent_commands_each_get_their_own_output(make_daemon):
         out, err = p.communicate(timeout=60)
         assert (p.returncode, out) == (0, b"%d\n" % i), err
     assert "Traceback" not in d.log.read_text()
+
+
+def test_extra_socket_at_start_on_reload_and_gone_at_stop(make_daemon, tmp_path):
+    # OpenClaw's sandbox refuses to mount anything under /run: the daemon also listens elsewhere.
+    first, second = tmp_path / "sandbox-a" / "hostlink.sock", tmp_path / "sandbox-b" / "hostlink.sock"
+    d = make_daemon("extra_socket = %s" % first)
+    for path in (first, d.socket):
+        assert d.run("-s", str(path), "exec", "echo hi").stdout == b"hi\n"
+    assert stat.S_IMODE(os.stat(first).st_mode) == 0o660
+    d.write_conf("extra_socket = %s" % second)
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: d.run("-s", str(second), "ping").returncode == 0, 10, "the moved extra socket")
+    assert not first.exists() and d.run("-s", str(first), "ping").returncode == 2
+    d.write_conf("extra_socket = /proc/cannot-bind-here/hostlink.sock")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "cannot listen on /proc/cannot-bind-here" in d.log.read_text(), 10, "the refusal")
+    assert d.run("-s", str(second), "ping").returncode == 0
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0
+    assert not second.exists() and not os.path.exists(d.socket)
