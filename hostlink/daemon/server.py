@@ -31,6 +31,7 @@ class Server:
         self._tasks = set()
         self._listeners = []
         self._extra = None  # the listener on extra_socket
+        self._bound = False  # the socket file is ours to remove (never another daemon's live one)
         self._stopping = None
 
     @property
@@ -46,6 +47,7 @@ class Server:
         try:
             if self.cfg.unix_enabled:
                 self._listen(bind_unix(self.cfg))
+                self._bound = True
             self._listen_extra(self.cfg)
             if self.cfg.tcp_enabled:
                 self._listen_tcp()
@@ -128,7 +130,7 @@ class Server:
         for sock in self._listeners:
             self.state.loop.remove_reader(sock.fileno())
             sock.close()
-        if self.cfg.unix_enabled:
+        if self._bound:
             _unlink_socket(self.cfg.socket)
         if self._extra is not None:
             _unlink_socket(self.cfg.extra_socket)

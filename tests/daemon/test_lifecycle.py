@@ -184,6 +184,8 @@ def test_stale_socket_replaced_at_start(make_daemon):
 def test_second_daemon_on_same_socket_refused(daemon, tmp_path):
     r = _hostlinkd("-c", str(daemon.conf))
     assert r.returncode == 2 and b"already listening" in r.stderr
+    # The refused one leaves the first one's socket where it is.
+    assert daemon.run("ping").returncode == 0
 
 
 def test_world_readable_config_refused(make_daemon):
