@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+TOKEN = "bench-token-0123456789"  # hostlinkd wants 16 characters or more
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -62,13 +64,14 @@ import array, json, selectors, socket, sys, time
 sys.path.insert(0, "/bench/hostlink")
 from hostlink.wire import protocol as p
 PATH, N = %r, %d
+TOKEN = "bench-token-0123456789"
 FDS = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]).tobytes())]
 
 def start(sel, i):
     conn = p.Connection(p.CLIENT)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(PATH)
-    s.sendmsg([conn.send(p.Auth("bench", "bench")) + conn.send(p.Exec(command="true", mode="fds"))],
+    s.sendmsg([conn.send(p.Auth(TOKEN, "bench")) + conn.send(p.Exec(command="true", mode="fds"))],
               FDS)
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ, (i, conn))
@@ -150,9 +153,9 @@ class Bench:
         os.makedirs(d)
         conf = os.path.join(d, "hostlink.conf")
         with open(conf, "w") as f:
-            f.write("auth_token = bench\nshell = /bin/bash\nsocket = %s/run/hostlink.sock\n"
+            f.write("auth_token = %s\nshell = /bin/bash\nsocket = %s/run/hostlink.sock\n"
                     "socket_mode = 0666\nmax_concurrent = %d\nmax_unauthenticated = 1024\n"
-                    "audit_log = %s/audit.log\nlog_level = warning\n" % (d, max_concurrent, d))
+                    "audit_log = %s/audit.log\nlog_level = warning\n" % (TOKEN, d, max_concurrent, d))
             if tcp_port:
                 f.write("tcp_enabled = yes\ntcp_bind = 127.0.0.1\ntcp_port = %d\ntls = required\n"
                         % tcp_port)
@@ -179,7 +182,7 @@ class Bench:
             labels={"hostlink.bench": "1"},
             volumes={os.path.dirname(self.sock): {"bind": "/run/hostlink", "mode": "rw"},
                      self.tmp: {"bind": "/bench", "mode": "ro"}},
-            environment={"HOSTLINK_TOKEN": "bench"})
+            environment={"HOSTLINK_TOKEN": TOKEN})
         return self.ctr
 
     def in_container(self, script):
@@ -353,7 +356,7 @@ class Bench:
             self.row("concurrency", "  a single call the same way, alone", res["single_ms"], "ms")
             self.row("concurrency", "  server busy / other errors", res["busy"], "calls", None,
                      "errors: %d %s" % (len(res["errors"]), "; ".join(res["errors"][:2])))
-            env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN="bench")
+            env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN=TOKEN)
             start = time.perf_counter()
             procs = [subprocess.Popen([self.app, "exec", "true"], env=env, stderr=subprocess.PIPE)
                      for _ in range(200)]
@@ -369,7 +372,7 @@ class Bench:
         got = self.in_container(
             "import subprocess,time,statistics\nt=[]\nfor _ in range(20):\n"
             " s=time.perf_counter(); subprocess.run(['/bench/hostlink','exec','true'],env="
-            "{'HOSTLINK_SOCKET':'/run/hostlink/hostlink.sock','HOSTLINK_TOKEN':'bench'}); "
+            "{'HOSTLINK_SOCKET':'/run/hostlink/hostlink.sock','HOSTLINK_TOKEN':'bench-token-0123456789'}); "
             "t.append((time.perf_counter()-s)*1000)\nprint(statistics.median(t))\n")
         return float(got)
 
@@ -383,7 +386,7 @@ class Bench:
                 break
             time.sleep(0.05)
         fp = tls.fingerprint(os.path.join(self.tmp, "tcp", "hostlink.crt"))
-        env = dict(os.environ, HOSTLINK_TOKEN="bench", HOSTLINK_PYTHON=SYSTEM_PY)
+        env = dict(os.environ, HOSTLINK_TOKEN=TOKEN, HOSTLINK_PYTHON=SYSTEM_PY)
         base = [self.app, "-a", "127.0.0.1:%d" % port, "--fingerprint", fp]
         n = 15 if self.quick else 40
         lat = median_ms(lambda: run(base + ["exec", "true"], env=env), n)
@@ -423,7 +426,7 @@ class Bench:
             f.write("job_spool_dir = %s/jobs/spool\n" % self.tmp)
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
-        env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN="bench")
+        env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN=TOKEN)
         start = time.perf_counter()
         procs = [subprocess.Popen([self.app, "exec", "-D", "sleep 1"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL) for _ in range(100)]

@@ -9,7 +9,6 @@ beside each source; another Python version falls back to the source.
 
 import io
 import os
-import py_compile
 import sys
 import tempfile
 import zipfile
@@ -35,14 +34,14 @@ def build(dest):
     """Write the client zipapp to ``dest`` (mode 0755) and return its path."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     buf = io.BytesIO()
+    compiled = _compile_all(root, modules())
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         _add(zf, "__main__.py", MAIN)
         for name in modules():
             with open(os.path.join(root, name), "rb") as f:
-                source = f.read()
-            _add(zf, name, source)
+                _add(zf, name, f.read())
             # zipimport looks for NAME.pyc beside NAME.py (not __pycache__), checked by magic number.
-            _add(zf, name[:-3] + ".pyc", _compile(source, name))
+            _add(zf, name[:-3] + ".pyc", compiled[name])
     tmp = dest + ".tmp"
     with open(tmp, "wb") as f:
         f.write(HEADER + buf.getvalue())
@@ -57,17 +56,31 @@ def _add(zf, name, data):
     zf.writestr(info, data)
 
 
-def _compile(source, name):
-    # optimize=2 drops docstrings: less to unmarshal at every start (zipimport ignores the level).
+# Compiles each module to NAME.pyc in the directory argv[1]. optimize=2 drops docstrings: less to
+# unmarshal at every start (zipimport ignores the level).
+_COMPILER = """
+import os, py_compile, sys
+for name in sys.argv[3:]:
+    py_compile.compile(os.path.join(sys.argv[2], name), os.path.join(sys.argv[1], name + "c"),
+                       dfile=name, doraise=True, optimize=2,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
+def _compile_all(root, names):
+    """{name: .pyc bytes}, the same at every build: compiled with a fixed hash seed, for the
+    order of a set of strings in the bytecode follows their hashes."""
+    import subprocess
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "m.py")
-        with open(src, "wb") as f:
-            f.write(source)
-        out = os.path.join(tmp, "m.pyc")
-        py_compile.compile(src, out, dfile=name, doraise=True, optimize=2,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        with open(out, "rb") as f:
-            return f.read()
+        for name in names:
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+        subprocess.run([sys.executable, "-c", _COMPILER, tmp, root] + list(names), check=True,
+                       env=dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1"))
+        out = {}
+        for name in names:
+            with open(os.path.join(tmp, name + "c"), "rb") as f:
+                out[name] = f.read()
+        return out
 
 
 if __name__ == "__main__":

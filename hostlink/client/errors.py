@@ -9,6 +9,7 @@ class HostlinkError(Exception):
 
     exit_code = 7
     status = "error"
+    shell_status = 0  # what a shell would exit with instead (127 not found), for -x and shims
 
     def __init__(self, message):
         super().__init__(message)
@@ -20,6 +21,31 @@ class HostlinkError(Exception):
 class RemoteFailed(HostlinkError):
     """The command could not run on the host (missing program, working directory)."""
     exit_code, status = 1, "error"
+
+
+class TransferFailed(HostlinkError):
+    """A file could not be read or written, on either side (missing, permission, no space)."""
+    exit_code, status = 1, "error"
+
+
+class Interrupted(HostlinkError):
+    """We forwarded signal N and the command ended by it: exit 128+N in every mode, as a shell
+    reports a command that Ctrl-C ended (nothing more to say: the message is empty)."""
+    status = "interrupted"
+
+    def __init__(self, signum):
+        super().__init__("")
+        self.exit_code = self.shell_status = 128 + signum
+
+
+class Leave(KeyboardInterrupt):
+    """We leave on signal ``signum`` (a second Ctrl-C, or one while queued): exit 128+N. The daemon
+    ends what it started for us when it sees us go. A KeyboardInterrupt, so nothing catches it on
+    the way up as it would a HostlinkError."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class ConnectFailed(HostlinkError):

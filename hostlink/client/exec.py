@@ -10,7 +10,7 @@ import posix
 from ..wire.protocol import Exec
 from .errors import HostlinkError, UsageError
 from .session import (Session, check_timeout, connect_timeout, endpoint, hlnk_request, need_token,
-                      raise_for, whole_ms, with_fields)
+                      raise_for, timeout_fields, with_fields)
 
 
 def request(opts, words, environ):
@@ -33,7 +33,7 @@ def request(opts, words, environ):
     if cwd and not cwd.startswith("/"):
         raise UsageError("-w wants an absolute path on the host, got %r" % cwd)
     if environ.get("HOSTLINK_PATH_MAP"):
-        from .shims import mapped_workdir
+        from .pathmap import mapped_workdir
         cwd, mapped_from = mapped_workdir(cwd, environ)
     if "TERM" in environ and posix.isatty(1) and not opts.json:
         env.insert(0, ("TERM", environ["TERM"]))
@@ -48,18 +48,19 @@ def run(opts, words, environ, warnings):
         from . import fanout
         return fanout.run(opts, environ, warnings, fanout.names(opts, environ, warnings), req)
     ep = endpoint(opts, environ, warnings)
+    timeout, none = timeout_fields(opts, environ, ep)
+    req = with_fields(req, timeout_ms=timeout, no_timeout=none)
     if ep.protocol == "hlnk":
         return run_hlnk(opts, ep, req)
-    timeout = whole_ms(opts.timeout, "-T") if opts.timeout is not None else ep.timeout_ms
     if opts.detach:
         from . import jobs
-        return jobs.detach(opts, ep, with_fields(req, timeout_ms=timeout, mode="relay", detach=True))
+        return jobs.detach(opts, ep, with_fields(req, mode="relay", detach=True))
     caps = None
     if opts.max_output or opts.max_stdout or opts.max_stderr or opts.output_to_file:
         from .caps import CappedOutput
         caps = CappedOutput.for_options(opts, environ)
     fds = ep.socket and not (opts.relay or opts.tty)
-    req = with_fields(req, timeout_ms=timeout, mode="fds" if fds else "relay")
+    req = with_fields(req, mode="fds" if fds else "relay", queue=not opts.no_wait)
     if opts.tty:
         from .terminal import winsize
         rows, cols = winsize()
@@ -71,7 +72,7 @@ def run(opts, words, environ, warnings):
 
 def run_one(opts, ep, req, caps, mapped_from=""):
     """The result of ``req`` on ``ep``, through ``caps`` when given, in a terminal with --tty."""
-    with Session(ep, connect_timeout(opts), on_wait=_approval_wait,
+    with Session(ep, connect_timeout(opts), on_wait=_waiting,
                  on_stuck=_signal_stuck) as session:
         restore = None
         if opts.tty:
@@ -129,9 +130,9 @@ def run_hlnk(opts, ep, req):
     return resp.get("exit_code", 1)
 
 
-def _approval_wait(waiting):
+def _waiting(event):
     from . import output
-    output.approval_wait(waiting)
+    output.waiting(event)
 
 
 def _signal_stuck():

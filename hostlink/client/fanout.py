@@ -6,8 +6,8 @@ import threading
 from . import output, targets_conf
 from .errors import HostlinkError
 from .capture import write_all
-from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint, token_for,
-                      whole_ms, with_fields)
+from .session import (Session, connect_timeout, need_token, raise_for, target_endpoint,
+                      timeout_fields, token_for, with_fields)
 
 
 def names(opts, environ, warnings):
@@ -23,13 +23,13 @@ def run(opts, environ, warnings, names, req):
     eps = []
     for name in names:
         ep = target_endpoint(name, opts.targets_file, environ, warnings)
-        ep.token = token_for(opts, environ, ep.token)
+        ep.token = token_for(opts, environ, ep.token, warnings)
         eps.append(ep)
         need_token(ep)
-    req = with_fields(req, mode="relay")
-    given = whole_ms(opts.timeout, "-T") if opts.timeout is not None else None
-    # -T for all, else each target's own timeout_ms, as a single target would have it.
-    runs = [(ep, with_fields(req, timeout_ms=ep.timeout_ms if given is None else given))
+    req = with_fields(req, mode="relay", queue=not opts.no_wait)
+    # -T (or HOSTLINK_TIMEOUT_MS) for all, else each target's own timeout_ms, as for one target.
+    runs = [(ep, with_fields(req, **dict(zip(("timeout_ms", "no_timeout"),
+                                             timeout_fields(opts, environ, ep)))))
             for ep in eps]
     code = run_all(runs, connect_timeout(opts), opts.json)
     if code > 1:  # the worst outcome is hostlink's own: keep its code, not "remote failed"

@@ -17,7 +17,9 @@ def connect_hint(ep, exc):
                 "host with 'hostlinkd'" % where)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return ("permission denied on %s: this user (uid %d) needs the socket's group; add it "
-                "with group_add (compose) or --group-add (docker run)" % (where, os.getuid()))
+                "with group_add (compose), --group-add (docker run), or as the primary group in "
+                "OpenClaw's sandbox.docker.user \"UID:GID\" (hostlink-install openclaw does it)"
+                % (where, os.getuid()))
     return "cannot connect to %s: %s" % (where, exc.strerror or exc)
 
 

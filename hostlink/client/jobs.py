@@ -23,15 +23,19 @@ def detach(opts, ep, req):
 
 def parse(words):
     """(JobRequest, how many ids, -j given) from the words after ``job``."""
-    if not words or words[0] not in ACTIONS:
-        raise UsageError("usage: hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | "
-                         "cancel ID [--kill] | rm ID")
+    if not words:
+        raise UsageError("usage: hostlink job list | status ID | tail ID [-f] [--stderr] | "
+                         "wait ID [-x] | cancel ID [--kill] | rm ID (see hostlink help job)")
+    if words[0] not in ACTIONS:
+        from .help import unknown
+        raise unknown("job action", words[0], ACTIONS, "hostlink help job")
     action, rest = words[0], words[1:]
     flags = {w for w in rest if w.startswith("-")}
     ids = [w for w in rest if not w.startswith("-")]
-    unknown = flags - FLAGS
-    if unknown:
-        raise UsageError("job: unknown flag %s" % sorted(unknown)[0])
+    unknown_flags = flags - FLAGS
+    if unknown_flags:
+        from .help import unknown
+        raise unknown("job flag", sorted(unknown_flags)[0], FLAGS, "hostlink help job")
     req = JobRequest(action, ids[0] if ids else "",
                      "stderr" if "--stderr" in flags else "stdout",
                      bool(flags & {"-f", "--follow"}), "--kill" in flags)
@@ -39,7 +43,8 @@ def parse(words):
 
 
 def run(opts, words, environ, warnings):
-    """hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID"""
+    """hostlink job list | status ID | tail ID [-f] [--stderr] | wait ID | cancel ID [--kill] | rm ID
+    (main.py has taken -x: job wait -x exits with the job's own status)"""
     req, ids, as_json = parse(words)
     if as_json and not opts.json:  # -j after ``job``: a failure is told in JSON too
         try:

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from . import CLIENT_NAMES
-from .errors import HostlinkError, UsageError
+from .errors import HostlinkError, Interrupted, UsageError
 
 # option -> (destination, takes a value); long and short spellings of the first hostlink too.
 OPTIONS = {
@@ -39,13 +39,18 @@ OPTIONS = {
     "--max-stdout": ("max_stdout", True), "--max-stderr": ("max_stderr", True),
     "-O": ("output_to_file", False), "--output-to-file": ("output_to_file", False),
     "--verify": ("verify", False),
+    "--no-wait": ("no_wait", False),
+    "-q": ("quiet", False), "--quiet": ("quiet", False),
     "-h": ("help", False), "--help": ("help", False),
     "-V": ("version", False), "--version": ("version", False),
 }
-# Options that may also follow ``exec`` (before the command words).
+# Options that may also follow ``exec`` (before the command words: after the first command word
+# everything belongs to the command, so ``exec ls --help`` runs ls --help, as ssh and docker do).
 EXEC_OPTIONS = ("-w", "--workdir", "-e", "--env", "-T", "--timeout", "-j", "--json",
                  "-x", "--exit-status", "--argv", "--relay", "--tty", "-D", "--detach",
-                 "-m", "--max-output", "--max-stdout", "--max-stderr", "-O", "--output-to-file")
+                 "-m", "--max-output", "--max-stdout", "--max-stderr", "-O", "--output-to-file",
+                 "--no-wait", "-h", "--help")
+HELP_FLAGS = ("-h", "--help")
 
 class Options:
     """The parsed command line: input only, never written by a command."""
@@ -57,7 +62,7 @@ class Options:
         self.json = self.exit_status = self.argv = self.relay = self.help = self.version = False
         self.all = self.ping = self.plain = self.tty = self.detach = self.output_to_file = False
         self.max_output = self.max_stdout = self.max_stderr = None
-        self.verify = False
+        self.verify = self.no_wait = self.quiet = False
         self.fingerprint = ""
         self.compat = False  # started as hostlink-cli: the first hostlink's codes and answers
         self.command = ""
@@ -84,7 +89,8 @@ def parse(args, opts, allowed=None):
         if spec is None or (allowed is not None and name not in allowed):
             if allowed is not None:
                 break
-            raise UsageError("unknown option %s (see hostlink --help)" % name)
+            from .help import unknown
+            raise unknown("option", name, OPTIONS, "hostlink --help")
         dest, takes = spec
         if takes:
             if not eq:
@@ -113,15 +119,17 @@ COMMANDS = {
     "job": ("jobs", "run"), "cp": ("transfer", "cp"), "put": ("transfer", "put"),
     "get": ("transfer", "get"), "df": ("transfer", "df"),
     "put-stream": ("transfer", "put_stream"), "get-stream": ("transfer", "get_stream"),
+    "help": ("help", "run"),
 }
 # Commands that read their own arguments (the others take options only).
-OWN_ARGUMENTS = ("shim", "job", "cp", "put", "get", "df", "put-stream", "get-stream")
+OWN_ARGUMENTS = ("shim", "job", "cp", "put", "get", "df", "put-stream", "get-stream", "help")
 
 
 def handler(name):
     """The function that runs command ``name``; UsageError for an unknown one."""
     if name not in COMMANDS:
-        raise UsageError("unknown command %r (try exec, ping, targets or doctor)" % name)
+        from .help import unknown
+        raise unknown("command", name, [c for c in COMMANDS if "-stream" not in c])
     module, function = COMMANDS[name]
     if module is None:
         return ping
@@ -159,7 +167,8 @@ def run(argv, environ, compat=False):
         from . import output
         if opts.json and not exc.answered:
             output.error_json(exc, compat)
-        output.say(exc.message)
+        if exc.message:
+            output.say(exc.message)
         if compat and opts.json and exc.remote and opts.command in ("exec", "ping"):
             return 0  # its -j exec and ping: the daemon answered, the status is in the JSON
         return exit_code(exc, compat, opts.exit_status)
@@ -173,26 +182,51 @@ def dispatch(argv, opts, environ, warnings):
         from . import output
         if opts.version:
             output.version(__version__)
-        else:
-            output.usage(opts.help)
+        else:  # hostlink --help [COMMAND], or nothing at all (then on stderr, exit 7)
+            output.usage(opts.help, rest[0] if rest else None)
         return None
     name, words = rest[0], rest[1:]
     opts.command = name
     if name == "exec":
         words = parse(words, opts, EXEC_OPTIONS)
-    elif words and name not in OWN_ARGUMENTS:
+    elif name not in COMMANDS:
+        handler(name)  # raises, with the nearest command
+    elif name in OWN_ARGUMENTS:
+        words = _own_flags(name, words, opts)
+    elif words:
         words = parse(words, opts)
         if words:
             raise UsageError("%s takes no argument %r" % (name, words[0]))
+    if opts.help:  # CMD --help: printed here, never sent to the host
+        from . import output
+        output.usage(True, name)
+        return None
     return handler(name)(opts, words, environ, warnings)
+
+
+def _own_flags(name, words, opts):
+    """The words of a command that reads its own, less what main reads for it (before any ``--``):
+    -h/--help, job's -x (wait with the job's own status, as hostlink -x job wait does), and the
+    transfers' -q."""
+    head = words[:words.index("--")] if "--" in words else words
+    if any(w in HELP_FLAGS for w in head):
+        opts.help = True
+    lifted = {"job": ("-x", "--exit-status"), "cp": ("-q", "--quiet"), "put": ("-q", "--quiet"),
+              "get": ("-q", "--quiet")}.get(name.replace("-stream", ""), ())
+    if any(w in lifted for w in head):
+        setattr(opts, "exit_status" if name == "job" else "quiet", True)
+        words = [w for w in head if w not in lifted] + words[len(head):]
+    return words
 
 
 def exit_code(exc, compat, exit_status):
     """The exit code for ``exc``: ours, the first hostlink's (compat), or ssh's (-x)."""
+    if isinstance(exc, Interrupted):  # 128+N in every mode, as a shell reports Ctrl-C (130)
+        return exc.exit_code
     if compat:  # the first hostlink's codes: 124 timeout, 1 for a missing job, 125 itself
         return {5: 124, 1: 1}.get(exc.exit_code, 125)
-    if exit_status:
-        return 124 if exc.exit_code == 5 else 255
+    if exit_status:  # 127 for a program not found, as a shell says it
+        return exc.shell_status or (124 if exc.exit_code == 5 else 255)
     return exc.exit_code
 
 
@@ -203,16 +237,20 @@ def _tell(warnings):
             output.say(line)
 
 
-def run_shim(prog, argv, environ):
-    """Started as a shim: run ``prog argv...`` on the host, exactly, and exit with its status."""
-    from . import exec as exec_command
+def run_shim(path, argv, environ):
+    """Started as a shim at ``path``: run its program with ``argv`` on the host, exactly (paths
+    in HOSTLINK_PATH_MAP mapped), with the shim's timeout, and exit with the program's status."""
+    from . import exec as exec_command, shimrun
     opts = Options()
     opts.argv = opts.exit_status = True
     try:
-        return exec_command.run(opts, [prog] + list(argv), environ, [])
+        opts.timeout = shimrun.timeout(path, environ)
+        words = shimrun.words(path, argv, environ)
+        return exec_command.run(opts, words, environ, [])
     except HostlinkError as exc:
-        from . import output
-        output.say(exc.message)
+        if exc.message:
+            from . import output
+            output.say(exc.message)
         return exit_code(exc, False, True)
 
 
@@ -243,11 +281,11 @@ def main():
     compat = prog == "hostlink-cli"
     try:
         if prog not in CLIENT_NAMES and not prog.startswith(("hostlink", "python")):
-            code = run_shim(prog, sys.argv[1:], environ)
+            code = run_shim(sys.argv[0], sys.argv[1:], environ)
         else:
             code = run(sys.argv[1:], environ, compat)
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or errors.Leave on signal N: 128+N, as a shell says
+        code = 128 + getattr(exc, "signum", 2)
     except OSError as exc:  # a local file or descriptor problem: one line, never a traceback
         from . import output
         output.say("%s%s" % (exc.strerror or exc, ": %s" % exc.filename if exc.filename else ""))

@@ -20,10 +20,10 @@ def line(text):
     sys.stdout.write(text + "\n")
 
 
-def usage(to_stdout):
-    """The --help text (on stderr when no command was given)."""
+def usage(to_stdout, command=None):
+    """The --help text of hostlink or of ``command`` (on stderr when no command was given)."""
     from .usage import text
-    (sys.stdout if to_stdout else sys.stderr).write(text())
+    (sys.stdout if to_stdout else sys.stderr).write(text(command))
 
 
 def version(number):
@@ -48,7 +48,7 @@ def error_json(exc, compat=False):
         from .compat import status as its
         status = its(status)
     print_json({"version": 1, "id": new_id(), "node": "", "status": status,
-                "exit_code": -1, "stdout": "", "stderr": "", "stdout_truncated": False,
+                "exit_code": exc.shell_status or -1, "stdout": "", "stderr": "", "stdout_truncated": False,
                 "stderr_truncated": False, "duration_ms": 0, "error_msg": exc.message})
 
 
@@ -126,9 +126,15 @@ def print_json(obj):
 # ---- exec ---------------------------------------------------------------------------------------
 
 
-def approval_wait(waiting):
-    say("waiting for approval %s on %s: %s (up to %d s)"
-        % (waiting.id, waiting.node, waiting.text, waiting.timeout_ms // 1000))
+def waiting(event):
+    """A protocol.Waiting: for a person's approval, or for a free slot (its text says so)."""
+    from ..wire.visible import visible  # the daemon escapes it too; an older one did not
+    if event.kind == "slot":
+        say(visible(event.text, False))
+    else:
+        say("waiting for approval %s on %s: %s (up to %d s)"
+            % (visible(event.id, False), visible(event.node, False), visible(event.text, False),
+               event.timeout_ms // 1000))
 
 
 def signal_stuck():
@@ -188,6 +194,17 @@ def targets_table(rows, pinged):
         sys.stdout.write(text.rstrip() + "\n")
 
 
+def shims(found, where):
+    """``hostlink shim list``: name, link and timeout of each shim; says so when there is none."""
+    for name, path, timeout_ms in found:
+        note = "" if timeout_ms is None else "  (timeout %s ms)" % timeout_ms
+        if timeout_ms == "0":
+            note = "  (no timeout)"
+        sys.stdout.write("%-16s %s%s\n" % (name, path, note))
+    if not found:
+        say("no shims on %s (make one with: hostlink shim install NAME)" % where)
+
+
 def free_space(path, where, free, total):
     """``hostlink df`` for people (``free`` and ``total`` as the host wrote them)."""
     note = "" if where == path.rstrip("/") else ", the nearest existing ancestor of %s" % path
@@ -200,6 +217,21 @@ def _size(n):
         if n < 1024 or unit == "TiB":
             return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
         n /= 1024.0
+
+
+def progress(moved, total, elapsed, final):
+    """The progress line of a transfer on stderr (a terminal): rewritten in place, ended when final."""
+    rate = moved / elapsed if elapsed > 0 else 0
+    text = _size(moved)
+    if total:
+        text += " of %s (%d%%)" % (_size(total), min(100, moved * 100 // total))
+    text += ", %s/s" % _size(int(rate))
+    if final:
+        text += ", %.1f s" % elapsed
+    elif total and rate > 0 and total > moved:
+        text += ", %d s left" % ((total - moved) / rate + 0.5)
+    sys.stderr.write("\r\x1b[K" + text + ("\n" if final else ""))
+    sys.stderr.flush()
 
 
 def received(files, size, verify):

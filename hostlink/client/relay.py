@@ -13,6 +13,7 @@ import _signal
 
 from ..wire import protocol as p
 from .capture import Kept, grow_pipes, write_all
+from .errors import Leave
 
 # A forwarded signal still unsent after this long waits behind stdin the command does not read.
 STUCK_AFTER_MS = 1000
@@ -52,7 +53,7 @@ class Relay:
         """Queue an event from a signal handler; a second signal while one is stuck leaves."""
         if isinstance(event, p.Signal) and (self.owed > 0 or self.urgent):
             # We exit; the daemon ends the command as on any hang-up.
-            raise KeyboardInterrupt
+            raise Leave(event.signum)
         self.urgent.append(event)
 
     def run(self):

@@ -13,7 +13,8 @@ import _socket
 from _struct import pack as _pack  # struct would be one more module to import
 
 from ..wire import protocol as p
-from .errors import FROM_DAEMON, AuthFailed, ClientBug, ConnectFailed, HostlinkError, TimedOut, UsageError
+from .errors import (FROM_DAEMON, AuthFailed, ClientBug, ConnectFailed, HostlinkError, Interrupted,
+                     Leave, TimedOut, UsageError)
 
 DEFAULT_SOCKET = "/run/hostlink/hostlink.sock"
 DEFAULT_PORT = 9876
@@ -67,7 +68,7 @@ def endpoint(opts, environ, warnings, target=None):
             ep = target_endpoint(name, opts.targets_file, environ, warnings)
         else:
             ep = Endpoint(socket=environ.get("HOSTLINK_SOCKET") or DEFAULT_SOCKET)
-    ep.token = token_for(opts, environ, ep.token)
+    ep.token = token_for(opts, environ, ep.token, warnings)
     if ep.address and not ep.tls:  # TCP, and nothing said about TLS
         ep.tls = "off" if opts.compat and not ep.fingerprint else "required"
         if ep.tls == "off":
@@ -77,21 +78,65 @@ def endpoint(opts, environ, warnings, target=None):
     return ep
 
 
-def token_for(opts, environ, own):
-    """-k, else the target's own token, else HOSTLINK_TOKEN. Under the name hostlink-cli the
-    first hostlink's order: -k, else HOSTLINK_TOKEN when set, else the target's."""
+# Told once when -k carries the token itself: any user of the machine can read our argv.
+LITERAL_TOKEN = ("-k TOKEN shows the token in /proc/PID/cmdline to every user of this "
+                 "machine; use HOSTLINK_TOKEN_FILE=FILE or -k @FILE")
+MAX_TOKEN_FILE = 4096  # a token is 64 characters; anything much longer is the wrong file
+
+
+def token_for(opts, environ, own, warnings):
+    """-k (a literal, or @FILE), else the target's own token ``own``, else the environment's
+    (the file HOSTLINK_TOKEN_FILE names, else HOSTLINK_TOKEN). Under the name hostlink-cli the
+    first hostlink's order: -k, else the environment's when set, else the target's."""
     if opts.token is not None:
+        if opts.token.startswith("@"):
+            return read_token(opts.token[1:])
+        if LITERAL_TOKEN not in warnings:
+            warnings.append(LITERAL_TOKEN)
         return opts.token
-    env = environ.get("HOSTLINK_TOKEN") or ""
-    if opts.compat and env:
-        return env
-    return own or env
+    if opts.compat:
+        return _environment_token(environ) or own or ""
+    return own or _environment_token(environ) or ""
+
+
+def _environment_token(environ):
+    """The file HOSTLINK_TOKEN_FILE names, else HOSTLINK_TOKEN; "" when neither is set."""
+    if environ.get("HOSTLINK_TOKEN_FILE"):
+        return read_token(environ["HOSTLINK_TOKEN_FILE"])
+    return environ.get("HOSTLINK_TOKEN") or ""
+
+
+def read_token(path):
+    """The token in the file ``path`` (surrounding white space removed); UsageError if unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise UsageError("cannot read the token file %s: %s" % (path, exc.strerror)) from None
+    token = data.decode("utf-8", "replace").strip()
+    if not token or len(data) > MAX_TOKEN_FILE or any(c.isspace() for c in token):
+        raise UsageError("the token file %s does not hold one token (one line, at most %d bytes)"
+                         % (path, MAX_TOKEN_FILE))
+    return token
 
 
 def target_endpoint(name, targets_file, environ, warnings):
     """The Endpoint of target ``name`` in targets.conf; UsageError when there is none."""
     from . import targets_conf
     return Endpoint(**targets_conf.find(name, targets_file, environ, warnings))
+
+
+def timeout_fields(opts, environ, ep):
+    """(timeout_ms, no_timeout) to ask for: -T, else HOSTLINK_TIMEOUT_MS, else the target's
+    timeout_ms, else (0, False): the daemon's default. A 0 in -T or the variable means none (the
+    daemon's max_timeout_ms still caps it)."""
+    if opts.timeout is not None:
+        ms = whole_ms(opts.timeout, "-T")
+    elif environ.get("HOSTLINK_TIMEOUT_MS"):
+        ms = whole_ms(environ["HOSTLINK_TIMEOUT_MS"], "HOSTLINK_TIMEOUT_MS")
+    else:
+        return ep.timeout_ms, False
+    return ms, ms == 0
 
 
 def connect_timeout(opts):
@@ -104,7 +149,7 @@ def connect_timeout(opts):
 def need_token(ep):
     """AuthFailed before connecting when ``ep`` has no token."""
     if not ep.token:
-        raise AuthFailed("no token: set HOSTLINK_TOKEN or pass -k; it must match auth_token in "
+        raise AuthFailed("no token: set HOSTLINK_TOKEN_FILE (or HOSTLINK_TOKEN, or -k @FILE); it must match auth_token in "
                          "hostlink.conf on the host")
 
 
@@ -120,7 +165,8 @@ def connect(ep, connect_timeout_ms=DEFAULT_CONNECT_TIMEOUT_MS):
     sock.settimeout(connect_timeout_ms / 1000)
     try:
         sock.connect(target)
-        if not ep.socket and ep.tls != "off" and ep.protocol != "hlnk":
+        # The first hostlink has no TLS; a pinned fingerprint still means TLS or nothing.
+        if not ep.socket and ep.tls != "off" and (ep.protocol != "hlnk" or ep.fingerprint):
             from . import tls
             sock = tls.wrap(ep, sock)
     except OSError as exc:
@@ -146,6 +192,7 @@ class CompletedProcess:
         self.pid = 0  # the command's, on the host (Started)
         self.default_cap = self.max_cap = 0  # the conf's output caps for -j (Started; 0: none)
         self.totals = None  # {1: bytes, 2: bytes} the command wrote, when less was kept
+        self.forwarded = 0  # the last signal we forwarded to it, 0 for none
 
 
 class Session:
@@ -159,10 +206,11 @@ class Session:
         self.sock = connect(ep, connect_timeout_ms)
         self.conn = p.Connection(p.CLIENT)
         self.result = CompletedProcess()
-        self.on_wait = on_wait  # called with a protocol.Waiting when a person must approve
+        self.on_wait = on_wait  # called with a protocol.Waiting: a person must approve, or a slot
         self.on_stuck = on_stuck  # called once when a forwarded signal waits behind unread stdin
         self.relay = None  # the Relay while one runs: signals go through it
         self.kill_refused = False  # a daemon before protocol Kill said no once
+        self.queued = False  # waiting for a free slot (Waiting kind "slot"): a signal leaves
         self._hello = self.encode(p.Auth(ep.token, client_name))
 
     def __enter__(self):
@@ -198,8 +246,7 @@ class Session:
             if isinstance(reply, p.Ok):
                 self.result.node = reply.node
             elif isinstance(reply, p.Waiting):
-                if self.on_wait is not None:
-                    self.on_wait(reply)
+                self._waiting(reply)
             elif isinstance(reply, p.Reply):
                 return json.loads(reply.text)
 
@@ -243,6 +290,8 @@ class Session:
         self._hello = b""
         try:
             self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(std))])
+        except OSError as exc:
+            self._refused(exc)
         finally:
             for _, w in pipes:
                 posix.close(w)  # the command has its own; ours would hold off the end
@@ -268,6 +317,9 @@ class Session:
             self._queue(p.Resize(rows, cols))
 
     def _forward(self, signum, frame):
+        if self.queued and not self.result.pid:
+            raise Leave(signum)  # nothing runs yet: leave the queue (the daemon sees us go)
+        self.result.forwarded = signum
         self._queue(p.Signal(signum))
 
     def _queue(self, event):
@@ -304,7 +356,30 @@ class Session:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise ConnectFailed("the daemon at %s went away: %s" % (self.ep.where, exc.strerror))
+            self._refused(exc)
+
+    def _refused(self, exc):
+        """A send failed: the daemon may have answered (server busy) and closed before reading
+        our request. Raise its answer, else ConnectFailed."""
+        try:
+            self.sock.settimeout(1)
+            while True:
+                data = self.sock.recv(self.RECV_SIZE)
+                self.conn.receive_data(data)
+                if not data:
+                    break
+        except (OSError, p.ProtocolError):
+            pass
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is p.NEED_DATA or event is None:
+                    break
+                if isinstance(event, p.Error):
+                    raise FROM_DAEMON.get(event.code, HostlinkError)(event.message)
+        except p.ProtocolError:
+            pass
+        raise ConnectFailed("the daemon at %s went away: %s" % (self.ep.where, exc.strerror))
 
     def next_event(self):
         """The next event, reading from the socket as needed."""
@@ -347,8 +422,15 @@ class Session:
         if isinstance(event, p.Error):
             exc = FROM_DAEMON.get(event.code, HostlinkError)(event.message)
             exc.remote = True
+            exc.shell_status = event.status
             raise exc
         return event
+
+    def _waiting(self, event):
+        if event.kind == "slot":
+            self.queued = True
+        if self.on_wait is not None:
+            self.on_wait(event)
 
     def handle(self, event, out):
         """Apply one event (output ones go to ``out``); False once the command has ended."""
@@ -359,8 +441,7 @@ class Session:
             r.timeout_ms, r.pid = event.timeout_ms, event.pid
             r.default_cap, r.max_cap = event.default_max_output_bytes, event.max_output_bytes
         elif isinstance(event, p.Waiting):
-            if self.on_wait is not None:
-                self.on_wait(event)
+            self._waiting(event)
         elif isinstance(event, p.Exit):
             r.returncode, r.signal = event.exit_code, event.signal
             r.timed_out, r.duration_ms = event.timed_out, event.duration_ms
@@ -426,9 +507,12 @@ def check_timeout(result, requested_ms):
 
 
 def raise_for(result):
-    """TimedOut if the command hit its timeout."""
+    """TimedOut if the command hit its timeout; Interrupted if the signal we forwarded ended it."""
     if result.timed_out:
         exc = TimedOut("timed out after %d ms; the command's process group was killed"
                        % result.timeout_ms)
         exc.remote = True
         raise exc
+    sig = result.forwarded
+    if sig and (result.signal == sig or result.returncode == 128 + sig):
+        raise Interrupted(sig)

@@ -39,7 +39,7 @@ def _ping_row(row, opts, environ, warnings):
             ep = Endpoint(name="(local)", socket=row["where"])
         else:
             ep = target_endpoint(row["name"], opts.targets_file, environ, warnings)
-        ep.token = token_for(opts, environ, ep.token)
+        ep.token = token_for(opts, environ, ep.token, warnings)
         row["node"], row["uptime_s"] = ping(ep, min(connect_timeout(opts), PING_CONNECT_TIMEOUT_MS))
         row["state"] = "ok"
     except AuthFailed:

@@ -5,7 +5,8 @@ import os
 
 from ..wire.protocol import Exec
 from . import output, tarpipe, targets_conf
-from .errors import HostlinkError, UsageError
+from ..wire import plain
+from .errors import TransferFailed, UsageError
 from .session import Session, connect_timeout, endpoint, need_token, raise_for, whole_ms
 
 
@@ -101,23 +102,41 @@ def _endpoint(opts, environ, warnings, target):
     return ep
 
 
+def _session(opts, ep):
+    """A Session for a transfer: told when it waits for a free slot (transfers take one too)."""
+    return Session(ep, connect_timeout(opts), on_wait=output.waiting)
+
+
 def _transfer(opts, environ, warnings, direction, target, local, remote, excludes, verify, extra=()):
     ep = _endpoint(opts, environ, warnings, target)
     fds_mode = bool(ep.socket)
+    meter = None
+    if not opts.quiet:
+        from .progress import wanted
+        meter = wanted(opts, environ)
 
     def factory(action, args, mode=None):
         return Exec(argv=tuple(args), xfer=action, mode=mode or ("fds" if fds_mode else "relay"),
-                    timeout_ms=whole_ms(opts.timeout, "-T") if opts.timeout else 0)
+                    timeout_ms=whole_ms(opts.timeout, "-T") if opts.timeout else 0,
+                    queue=not opts.no_wait)
     # Where a get lands: into ``local`` when it is a directory (decided before it exists).
     landed = os.path.join(local, os.path.basename(remote.rstrip("/"))) if os.path.isdir(local) else local
-    if direction == "put":
-        with Session(ep, connect_timeout(opts)) as session:
-            result = tarpipe.put(session, factory, local, remote, excludes, verify, fds_mode, extra)
-    else:
-        result = _get(opts, ep, factory, local, remote, excludes, verify)
+    try:
+        if direction == "put":
+            with _session(opts, ep) as session:
+                result = tarpipe.put(session, factory, local, remote, excludes, verify, fds_mode,
+                                     extra, meter)
+        else:
+            result = _get(opts, ep, factory, local, remote, excludes, verify, meter)
+    except OSError as exc:  # a local file (the network's errors are ConnectFailed already)
+        raise TransferFailed(plain.words(exc, " here")) from None
+    except TransferFailed as exc:
+        if opts.compat and getattr(exc, "reason", None):  # the first hostlink's words
+            raise TransferFailed("cannot open %s on the host: %s" % (exc.path, exc.reason)) from None
+        raise
     raise_for(result)
     if result.returncode:
-        raise HostlinkError("the transfer failed on the host (see the message above)")
+        raise TransferFailed("")  # the host side has said why, on our stderr
     if opts.compat and opts.json:  # the first hostlink's answers, one per file
         from . import compat
         for obj in (compat.put_done(result.node, local, remote) if direction == "put"
@@ -126,18 +145,19 @@ def _transfer(opts, environ, warnings, direction, target, local, remote, exclude
     return 0
 
 
-def _get(opts, ep, factory, local, remote, excludes, verify):
+def _get(opts, ep, factory, local, remote, excludes, verify, meter):
     fds_mode = bool(ep.socket)
-    info = tarpipe.remote_stat(lambda: Session(ep, connect_timeout(opts)), factory, remote,
-                               verify, excludes)
+    info = tarpipe.remote_stat(lambda: _session(opts, ep), factory, remote, verify, excludes)
     tarpipe.check_space(local, info[3])
     line = b""
-    with Session(ep, connect_timeout(opts)) as session:
+    with _session(opts, ep) as session:
         if info[0] == "file" and fds_mode and not excludes:
-            result, files, size, line = tarpipe.get_file(session, factory, remote, local, info, verify)
+            result, files, size, line = tarpipe.get_file(session, factory, remote, local, info,
+                                                         verify, meter)
         else:
             result, files, size = tarpipe.get(session, factory, remote, local, excludes, verify,
-                                              fds_mode, output.manifest() if verify else None)
+                                              fds_mode, output.manifest() if verify else None,
+                                              meter, info[3])
     if result.returncode == 0:
         if line:
             output.manifest().write(line)
@@ -150,8 +170,9 @@ def _tar_stream(opts, environ, warnings, target, path, action, excludes):
     """cp with '-': the tar stream itself on our stdin or stdout."""
     ep = _endpoint(opts, environ, warnings, target)
     args = (path,) + tuple(a for g in excludes for a in ("--exclude", g))
-    with Session(ep, connect_timeout(opts)) as session:
-        result = session.exec(Exec(argv=args, xfer=action, mode="fds" if ep.socket else "relay"))
+    with _session(opts, ep) as session:
+        result = session.exec(Exec(argv=args, xfer=action, mode="fds" if ep.socket else "relay",
+                                   queue=not opts.no_wait))
     raise_for(result)
     return result.returncode
 
@@ -161,10 +182,12 @@ def df(opts, words, environ, warnings):
     if len(words) != 1:
         raise UsageError("df takes one path on the host")
     ep = _endpoint(opts, environ, warnings, None)
-    with Session(ep, connect_timeout(opts)) as session:
-        r = session.exec(Exec(argv=(words[0],), xfer="df", mode="relay"), capture=True)
+    with _session(opts, ep) as session:
+        r = session.exec(Exec(argv=(words[0],), xfer="df", mode="relay", queue=not opts.no_wait),
+                         capture=True)
     if r.returncode:
-        raise HostlinkError(r.stderr.decode(errors="replace").strip())
+        why = r.stderr.decode(errors="replace").strip()
+        raise TransferFailed(why[len("hostlink: "):] if why.startswith("hostlink: ") else why)
     where, free, total = r.stdout.decode().rsplit(None, 2)
     if opts.json and opts.compat:
         from . import compat

@@ -1,7 +1,8 @@
 """The admin socket: root only, one JSON object per line each way (``hostlink-approve`` speaks it).
 
-It lists and watches the requests that wait for a person, and carries their decisions to
-approvals.py.
+It lists and watches the requests that wait for a person, carries their decisions to
+approvals.py, and answers ``status``: what the daemon holds (limits.py), its descriptors and
+children.
 """
 
 import asyncio
@@ -60,6 +61,8 @@ class AdminSocket:
                 await _reply(writer, {"ok": True, "pending": pending})
             elif op == "watch":
                 await _watch(writer, approvals)
+            elif op == "status":
+                await _reply(writer, dict(status(self.state), ok=True))
             elif op in ("approve", "deny"):
                 await _reply(writer, approvals.decide(req, op == "approve", uid))
             else:
@@ -85,3 +88,26 @@ async def _watch(writer, approvals):
             await _reply(writer, await q.get())
     finally:
         approvals.watchers.discard(q)
+
+
+def status(state):
+    """What hostlinkd holds now: connections by state, commands, jobs, approvals, descriptors,
+    children (an attack test compares these with their baseline afterwards)."""
+    out = state.limits.status()
+    out.update(pid=os.getpid(), descriptors=len(os.listdir("/proc/self/fd")) - 1,
+               children=len(_children()), watched_children=state.reaper.watched,
+               pending_approvals=len(state.approvals.pending),
+               running_commands=len(state.commands), audit_failures=state.audit.failures,
+               audit_suppressed=state.audit.suppressed, audit_broken=state.audit.broken)
+    return out
+
+
+def _children():
+    kids = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                kids.extend(f.read().split())
+        except OSError:
+            pass
+    return kids

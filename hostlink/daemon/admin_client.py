@@ -26,8 +26,13 @@ def call(path, request, stream=False):
 
 
 def _line(p):
-    env = " ".join("%s=%s" % tuple(kv) for kv in p["env"])
-    return "%s  client=%s  cwd=%s%s  %s" % (p["id"], p["client"], p["cwd"], ("  env: " + env) if env else "", p["text"])
+    """One waiting request for a person: every field's control characters made visible (the
+    daemon escapes them already; a line from an older daemon must not move the cursor either)."""
+    from ..wire.visible import visible
+    env = " ".join("%s=%s" % (visible(n, False), visible(v, False)) for n, v in p["env"])
+    return "%s  client=%s  cwd=%s%s  %s" % (
+        visible(p["id"], False), visible(p["client"], False), visible(p["cwd"], False),
+        ("  env: " + env) if env else "", visible(p["text"], False))
 
 
 def main(argv=None):
@@ -46,7 +51,12 @@ def main(argv=None):
     no = sub.add_parser("deny", help="refuse a request")
     no.add_argument("id")
     no.add_argument("--reason", default="", help="told to the client")
+    sub.add_parser("status", help="what hostlinkd holds now: connections, commands, jobs, "
+                                  "descriptors (JSON)")
     args = ap.parse_args(argv)
+    if args.cmd == "status":
+        print(json.dumps(next(call(args.socket, {"op": "status"})), sort_keys=True))
+        return 0
     if args.cmd == "list":
         if args.watch:
             try:
@@ -66,10 +76,12 @@ def main(argv=None):
         req["reason"] = args.reason
     resp = next(call(args.socket, req))
     if not resp.get("ok"):
-        print("hostlink-approve: %s" % resp.get("error"), file=sys.stderr)
+        from ..wire.visible import visible
+        print("hostlink-approve: %s" % visible(resp.get("error"), False), file=sys.stderr)
         return 1
     if resp.get("rule"):
-        print("stored in %s:\n  %s" % (resp["rule_file"], resp["rule"]))
+        from ..wire.visible import visible
+        print("stored in %s:\n  %s" % (visible(resp["rule_file"], False), visible(resp["rule"], False)))
     print("%s %s" % ("approved" if args.cmd == "approve" else "denied", args.id))
     return 0
 

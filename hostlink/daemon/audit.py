@@ -2,7 +2,8 @@
 
 The file is opened 0600 in append mode and reopened on SIGHUP (logrotate's create/move). If it
 cannot be opened at start, hostlinkd refuses to start; if a write fails later, the failure is
-logged and counted and requests are still served (references/security.md says why).
+logged and counted and, with audit_failure = closed (the default), new commands are refused
+until a record can be written again.
 """
 
 import json
@@ -34,13 +35,38 @@ def peer_container(pid):
     return m.group(1).decode() if m else ""
 
 
+# Characters a reader may take as a line break: JSON leaves them raw with ensure_ascii=False.
+_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+# A text field from a client is kept up to this many characters (its length is recorded).
+MAX_FIELD = 4096
+# Unauthenticated events recorded per peer per window; the rest are counted, not written.
+UNAUTH_PER_WINDOW, UNAUTH_WINDOW_S = 100, 10.0
+
+
+def bounded(value, limit=MAX_FIELD):
+    """``value`` with every string in it cut to ``limit`` characters, noting the original length."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else "%s...[%d chars]" % (value[:limit], len(value))
+    if isinstance(value, (list, tuple)):
+        items = [bounded(v, limit) for v in value[:256]]
+        return items + ["...[%d items]" % len(value)] if len(value) > 256 else items
+    if isinstance(value, dict):
+        return {bounded(k, 256): bounded(v, limit) for k, v in list(value.items())[:256]}
+    return value
+
+
 class AuditLog:
-    """Appends JSON lines to a file; a no-op when no path is configured."""
+    """Appends JSON lines to a file; a no-op when no path is configured. ``broken`` holds the
+    error of the last write that failed, until one succeeds (audit_failure = closed refuses new
+    commands meanwhile)."""
 
     def __init__(self, path):
         self.path = path
         self.failures = 0
+        self.suppressed = 0
+        self.broken = ""
         self._fd = -1
+        self._unauth = {}  # peer key -> (window start, events in it)
         if path:
             self.reopen()
 
@@ -55,17 +81,46 @@ class AuditLog:
         if old >= 0:
             os.close(old)
 
+    def unauthenticated(self, key):
+        """Whether an unauthenticated event of peer ``key`` may be written (per-peer rate)."""
+        now = time.monotonic()
+        since, count = self._unauth.get(key, (now, 0))
+        if now - since > UNAUTH_WINDOW_S:
+            if count > UNAUTH_PER_WINDOW:
+                self.write(event="audit", result="suppressed", peer=key,
+                           count=count - UNAUTH_PER_WINDOW, window_s=UNAUTH_WINDOW_S)
+            since, count = now, 0
+        self._unauth[key] = (since, count + 1)
+        if len(self._unauth) > 4096:
+            self._unauth.clear()
+        if count < UNAUTH_PER_WINDOW:
+            return True
+        self.suppressed += 1
+        return False
+
     def write(self, **record):
-        """Append one record with the current time."""
+        """Append one record with the current time: one write of one whole line, or nothing
+        (a short write is cut back off the file)."""
         if self._fd < 0:
             return
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bounded(record)}
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        text = text.translate(_BREAKS) + "\n"
         try:
-            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+            line = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate from JSON (HLNK): written as its escape
+            line = text.encode("utf-8", "backslashreplace")
+        try:
+            end = os.lseek(self._fd, 0, os.SEEK_END)
+            n = os.write(self._fd, line)
+            if n != len(line):
+                os.ftruncate(self._fd, end)
+                raise OSError(28, "short write: %d of %d bytes" % (n, len(line)))
+            self.broken = ""
         except OSError as exc:
             self.failures += 1
-            log.error("audit log %s cannot be written: %s", self.path, exc.strerror)
+            self.broken = exc.strerror or str(exc)
+            log.error("audit log %s cannot be written: %s", self.path, self.broken)
 
     def close(self):
         if self._fd >= 0:

@@ -42,6 +42,14 @@ class Peer:
         """What failures are counted by: the IP for TCP, the uid for a Unix socket."""
         return self.addr.rsplit(":", 1)[0] if self.addr else "uid:%d" % self.uid
 
+    @property
+    def limit_key(self):
+        """Whose unauthenticated connections are counted together: the container, else the uid
+        (Unix socket), or the address (TCP)."""
+        if self.container:
+            return "container:" + self.container
+        return self.key
+
     def fields(self):
         out = {"peer_pid": self.pid, "peer_uid": self.uid, "peer_gid": self.gid}
         if self.addr:

@@ -91,12 +91,18 @@ KEYS = {
     "auth_token_file": (_optpath, "", "a file holding auth_token, kept out of the conf"),
     "shell": (_abspath, "/bin/sh", "runs shell-string commands as SHELL -c"),
     "socket": (_abspath, "/run/hostlink/hostlink.sock", "the Unix socket"),
+    "extra_socket": (_optpath, "", "a second Unix socket, same mode and group: for sandboxes that "
+                     "refuse to mount /run (OpenClaw's)"),
     "unix_enabled": (_bool, True, "listen on the Unix socket"),
     "socket_mode": (_mode, 0o660, "owner and socket group may connect, others not"),
     "socket_group": (_str, "", "group that may connect; empty keeps the daemon's group"),
-    "max_concurrent": (_int_in(1, 4096), 16, "commands running at once; one more is told busy"),
+    "max_concurrent": (_int_in(1, 4096), 16, "commands running at once; one more waits for a slot"),
+    "busy_wait_ms": (_int_in(0, _HOUR_MS), 30000, "how long a request waits for a free slot (0: busy at once)"),
+    "max_queued": (_int_in(0, 65536), 256, "requests waiting for a slot; one more is told busy (half of max_connections)"),
     "max_connections": (_int_in(1, 65536), 512, "open connections of any kind (fds are finite)"),
     "max_unauthenticated": (_int_in(1, 4096), 64, "connections still authenticating (sshd MaxStartups)"),
+    "max_unauthenticated_per_peer": (_int_in(1, 4096), 32, "of those, from one uid, container "
+                                     "or address: a flood never locks out another peer"),
     "auth_timeout_ms": (_int_in(100, 600000), 10000, "deadline for preface and token (sshd LoginGraceTime)"),
     "default_timeout_ms": (_int_in(0, 30 * _DAY_MS), 30000, "timeout when the client asks none (0: none)"),
     "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 24 * _HOUR_MS, "largest timeout a client may ask (0: no cap)"),
@@ -121,6 +127,13 @@ KEYS = {
     "job_default_timeout_ms": (_int_in(0, 365 * _DAY_MS), _DAY_MS, "a job's timeout when none is asked (0: none)"),
     "job_max_timeout_ms": (_int_in(0, 365 * _DAY_MS), 0, "the largest timeout a job may ask (0: no cap)"),
     "job_max_spool_bytes": (_int_in(0, 1 << 50), 1 << 30, "output kept per job; past it, drained and counted"),
+    "max_jobs": (_int_in(1, 65536), 64, "detached jobs running at once, all clients"),
+    "max_jobs_per_client": (_int_in(1, 65536), 16, "detached jobs one client may have running"),
+    "job_spool_total_bytes": (_int_in(0, 1 << 60), 16 << 30, "job_max_spool_bytes summed over "
+                              "running jobs: the disk they may fill"),
+    "max_pending_approvals": (_int_in(1, 4096), 8, "requests of one client waiting for a person at once"),
+    "audit_failure": (_choice("closed", "open"), "closed", "closed: refuse new commands while "
+                      "the audit log cannot be written (sudo's I/O log)"),
     "job_retention_s": (_int_in(0, 3650 * 86400), 7 * 86400, "finished jobs are removed after this"),
     "default_max_output_bytes": (_int_in(0, 1 << 40), 0, "-j and HLNK results keep this much "
                                  "output per stream when the request names no cap (0: all)"),
@@ -181,6 +194,9 @@ CLIENT_KEYS = {
     "run_as_group": (_str, "", False),
     "max_timeout_ms": (_int_in(0, 30 * _DAY_MS), 0, False),
     "ping_only": (_bool, False, False),
+    # put/cp keep setuid, setgid and sticky bits only when this is true: a client that may write
+    # files must not plant a setuid program that a local user then runs as its owner.
+    "allow_setuid": (_bool, False, False),
 }
 
 
@@ -323,34 +339,61 @@ def _check(cfg, explicit=()):
             cfg.socket_group = ""
 
 
-def check_private(path):
-    """Refuse a secret-holding file that group or others may read or write (sshd's StrictModes)."""
-    from . import private
-    st = os.stat(path)
-    fix = private.fix(path, st)
-    if fix:
-        raise NotPrivate("%s holds the token but its mode is %04o (%s): %s must not read it; "
+MIN_TOKEN = 16  # characters; the first hostlink's own test tokens have 26, hostlink-install makes 64
+
+
+def check_file(path, st, secret=False):
+    """Refuse a file hostlinkd trusts (``st`` its fstat) that another user could change, or, when
+    it holds a ``secret``, read: sshd's StrictModes, with the command that fixes it."""
+    if st.st_uid not in (0, os.getuid()):
+        raise ConfigError("%s is owned by uid %d, who could change what hostlinkd trusts; run: "
+                          "chown root %s" % (path, st.st_uid, path))
+    mode = stat.S_IMODE(st.st_mode)
+    if secret and mode & 0o077:
+        from . import private
+        raise NotPrivate("%s holds a token or key but its mode is %04o (%s): %s must not read it; "
                          "run: %s (or hostlink-install doctor --fix)"
-                         % (path, stat.S_IMODE(st.st_mode), private.owners(st), private.readers(st),
-                            fix), path)
+                         % (path, mode, private.owners(st), private.readers(st),
+                            private.fix(path, st)), path)
+    if mode & 0o022:
+        raise ConfigError("%s is writable by group or others (mode %04o); run: chmod go-w %s"
+                          % (path, mode, path))
+
+
+def check_private(path):
+    """Refuse a secret-holding file (a token or key) that is not private to root."""
+    check_file(path, os.stat(path), secret=True)
+
+
+def _read(path, what):
+    """(text, fstat) of the file ``path``: checked and read on one descriptor."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), os.fstat(f.fileno())
+    except OSError as exc:
+        raise ConfigError("cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s is not UTF-8 text" % path) from None
 
 
 def load(path=DEFAULT_PATH):
     """Read, parse and check a hostlink.conf and the token it names; ConfigError if unusable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError("cannot read %s: %s" % (path, exc.strerror)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("%s is not UTF-8 text" % path) from None
+    text, st = _read(path, "the configuration")
     cfg = parse(text, path)
-    cfg.auth_token = _token(cfg.auth_token, cfg.auth_token_file, path, path)
+    inline = bool(cfg.auth_token) or any(c.token for c in cfg.clients.values())
+    check_file(path, st, secret=inline)
+    cfg.auth_token = _token(cfg.auth_token, cfg.auth_token_file, path)
+    if cfg.auth_token and len(cfg.auth_token) < MIN_TOKEN:
+        raise ConfigError("%s: auth_token needs at least %d characters; generate one with: "
+                          "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+                          % (path, MIN_TOKEN))
     for client in cfg.clients.values():
-        client.token = _token(client.token, client.token_file, client.where, path)
-        if len(client.token) < 16:
-            raise ConfigError("%s: client %s needs a token of at least 16 characters"
-                              % (client.where, client.name))
+        client.token = _token(client.token, client.token_file, client.where)
+        if len(client.token) < MIN_TOKEN:
+            raise ConfigError("%s: client %s needs a token of at least %d characters"
+                              % (client.where, client.name, MIN_TOKEN))
+    if cfg.tcp_enabled and cfg.tls != "off" and os.path.exists(cfg.tls_key):
+        check_private(cfg.tls_key)
     _load_policy_dir(cfg)
     if not cfg.auth_token and not cfg.clients:
         raise ConfigError("%s: no auth_token set; generate one with: "
@@ -358,50 +401,56 @@ def load(path=DEFAULT_PATH):
     return cfg
 
 
-def _token(token, token_file, where, conf_path):
-    """The token given inline or in its file; either file must be private (StrictModes)."""
+def _token(token, token_file, where):
+    """The token given inline or in its file, which must be root's and private (StrictModes)."""
     if not token_file:
-        if token:
-            check_private(conf_path)
         return token
     if token:
         raise ConfigError("%s: set the token or its token file, not both" % where)
-    try:
-        check_private(token_file)
-        with open(token_file, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError as exc:
-        raise ConfigError("%s: cannot read token file %s: %s" % (where, token_file, exc.strerror)) from None
+    text, st = _read(token_file, "token file")
+    check_file(token_file, st, secret=True)
+    return text.strip()
 
 
 def _load_policy_dir(cfg):
-    """The exact rules that hostlink-approve --always wrote: ``[client NAME]`` then ``always = JSON``."""
+    """The exact records that hostlink-approve --always wrote: ``CLIENT.json``, a JSON document
+    {"client": NAME, "always": [{"request": ..., "exe": ..., "files": ...}]} (approvals.store).
+
+    A ``CLIENT.conf`` of an older hostlinkd (``always = JSON`` lines, written as text joined with
+    the request) is not read: its rules name no executable identity, and a newline in an approved
+    command could add lines to it. A notice says so; approve those requests again."""
     import json
     try:
-        names = sorted(n for n in os.listdir(cfg.policy_dir) if n.endswith(".conf"))
-    except OSError:
+        check_file(cfg.policy_dir, os.stat(cfg.policy_dir))
+        names = sorted(os.listdir(cfg.policy_dir))
+    except FileNotFoundError:
         return
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (cfg.policy_dir, exc.strerror)) from None
     for name in names:
         path = os.path.join(cfg.policy_dir, name)
-        check_private(path)
-        client = None
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                where = "%s:%d" % (path, lineno)
-                if not line or line.startswith("#"):
-                    continue
-                if line.startswith("["):
-                    client = _section(line, where)
-                    continue
-                key, _, value = line.partition("=")
-                if key.strip() != "always" or client is None:
-                    raise ConfigError("%s: a policy drop-in holds [client NAME] and always = lines" % where)
-                try:
-                    rule = json.loads(value)
-                except ValueError:
-                    raise ConfigError("%s: always = wants a JSON request" % where) from None
-                cfg.always.setdefault(client, []).append(rule)
+        if name.endswith(".conf"):
+            cfg.notices.append("%s: always rules of an older hostlinkd are no longer read (they "
+                               "do not name the executable they ran); approve again with "
+                               "hostlink-approve approve --always" % path)
+            continue
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        text, st = _read(path, "the policy record file")
+        check_file(path, st)
+        try:
+            doc = json.loads(text)
+            client = doc["client"]
+            records = doc["always"]
+            if not isinstance(client, str) or not isinstance(records, list) or not all(
+                    isinstance(r, dict) and isinstance(r.get("request"), dict)
+                    and isinstance(r.get("exe"), dict) and isinstance(r.get("files", {}), dict)
+                    for r in records):
+                raise ValueError("unexpected structure")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("%s: not a policy record file written by hostlink-approve (%s)"
+                              % (path, exc)) from None
+        cfg.always.setdefault(client, []).extend(records)
 
 
 def clients(cfg):

@@ -13,7 +13,7 @@ import socket
 
 from ..wire import hlnk as hlnk_wire, protocol as p
 from . import execute, hlnk, running, spawn
-from .auth import Peer, client_for
+from .auth import client_for
 from .channel import Channel, TooManyFds, close_all, next_event, within
 from .errors import Denied, Refused
 
@@ -23,18 +23,33 @@ log = logging.getLogger("hostlinkd")
 class Session:
     """One accepted socket: who is there, its token, its one request, and the audit line of it all."""
 
-    def __init__(self, state, sock, authenticated):
+    def __init__(self, state, sock, peer, slot=None):
         self.state = state
         self.sock = sock
-        self.authenticated = authenticated  # tells the listener the token matched
+        self.peer = peer
+        self.slot = slot  # its limits.Conn: authenticated once the token matched
         self.fds = []  # descriptors the client passed: closed at the end unless a command took them
-        self.chan = self.conn = self.peer = None
+        self.chan = self.conn = None
+        self.hlnk = False
+        self.task = None  # set by the listener: cancelled on eviction
         self.record = {}
+
+    def authenticated(self):
+        self.slot.authenticated()
+
+    def evict(self):
+        """The limits took this unauthenticated connection's slot back: say so, if what was
+        said so far lets a frame follow (no TLS, no HLNK), then end it."""
+        if not self.hlnk and (self.chan is None or self.chan.sock is self.sock):
+            _say_now(self.sock, p.encode(p.Error(
+                "busy", "server busy: too many connections still authenticating "
+                        "(max_unauthenticated); this one waited longest")))
+        self.task.cancel()
 
     async def serve(self):
         """Serve the connection to its end, then write its audit line."""
+        self.slot.started()
         try:
-            self.peer = Peer(self.sock)
             self.chan = Channel(self.sock, can_pass_fds=self.sock.family == socket.AF_UNIX)
             self.conn = p.Connection(p.SERVER)
             await self._converse()
@@ -46,6 +61,8 @@ class Session:
         except asyncio.TimeoutError:
             self.record.update(event="request", result="timeout", error="no request after the token")
         except asyncio.CancelledError:
+            if self.slot.state is not None and self.slot.state != "closing":
+                raise  # the daemon stops
             self.record.setdefault("event", "auth")
             self.record.setdefault("result", "evicted")  # never authenticated; the cap made room
         except (ConnectionError, OSError) as exc:
@@ -67,7 +84,9 @@ class Session:
         if event is None:
             return
         if event is hlnk.HLNK:
-            self.record = await hlnk.serve(self.state, self.chan, self.peer, self.fds)
+            self.hlnk = True
+            self.record = await hlnk.serve(self.state, self.chan, self.peer, self.fds,
+                                           deadline, self.authenticated)
             return
         client = await self._authenticate(event)
         if client is None:
@@ -124,7 +143,7 @@ class Session:
             answer = await REQUESTS[key](self, client, event)
         except Refused as exc:
             self.record.update(result=exc.code, error=exc.message)
-            await _answer(self.chan, self.conn, p.Error(exc.code, exc.message))
+            await _answer(self.chan, self.conn, p.Error(exc.code, exc.message, exc.status))
             return
         if answer is not None:
             await self._send(answer)
@@ -146,7 +165,7 @@ class Session:
             await _answer(self.chan, self.conn, p.Error(
                 "not_found", "no running command %d of client %s to signal" % (kill.pid, client.name)))
             return None
-        spawn.kill_group(command.pgid, kill.signum)
+        command.signal(kill.signum)  # found by client and pid, signalled only while it runs
         self.record["result"] = "ok"
         return p.Reply(json.dumps({"pid": kill.pid, "signal": kill.signum,
                                    "node": self.state.cfg.node}))
@@ -167,11 +186,17 @@ class Session:
 
     async def _exec(self, client, req):
         self.record.update(event="exec", cwd=req.cwd, mode=req.mode, **execute.asked(req))
-        outcome = await execute.run_exec(self.state, client, req, self._exchange())
+        outcome = await execute.run_exec(self.state, client, req, self._exchange(),
+                                         self.audit_start)
         self.record.update(outcome.audit())
         return None
 
     # ---- helpers -------------------------------------------------------------------------------
+
+    def audit_start(self, fields):
+        """The record of a command that starts (its end is the connection's record)."""
+        self.state.audit.write(**dict(self.record, event=self.record["event"] + "_start",
+                                      **fields), **self.peer.fields())
 
     def _exchange(self):
         return Exchange(self.chan, self.conn, self.fds, self.state.cfg)
@@ -187,14 +212,20 @@ class Session:
 
     async def _close(self):
         close_all(self.fds)
+        evicted = self.slot.state == "closing"
+        self.slot.closing()  # saying goodbye holds no slot
         if self.chan is not None:
-            await self.chan.linger()
+            if not evicted and self.state.limits.linger_ok():
+                await self.chan.linger()
             self.chan.close()
         else:
             self.sock.close()
         if self.record.get("result") == "evicted":
             return  # a flood of these would only flood the log
-        if self.record and self.peer is not None:
+        if "client" not in self.record and self.record and \
+                not self.state.audit.unauthenticated(self.peer.limit_key):
+            return  # counted in status (audit_suppressed), not written
+        if self.record:
             self.state.audit.write(**self.record, **self.peer.fields())
 
 
@@ -224,10 +255,10 @@ class Exchange:
         return self.chan.sock
 
     async def refuse(self, exc):
-        await _answer(self.chan, self.conn, p.Error(exc.code, exc.message))
+        await _answer(self.chan, self.conn, p.Error(exc.code, exc.message, exc.status))
 
-    async def waiting(self, ident, node, text, timeout_ms):
-        await self.chan.send(self.conn.send(p.Waiting(ident, node, text, timeout_ms)))
+    async def waiting(self, ident, node, text, timeout_ms, kind="approval"):
+        await self.chan.send(self.conn.send(p.Waiting(ident, node, text, timeout_ms, kind)))
 
     async def until_closed(self):
         """Read (and keep) what the client sends until it closes; returns then."""
@@ -258,4 +289,12 @@ async def _answer(chan, conn, event):
     try:
         await chan.send(conn.send(event))
     except (ConnectionError, OSError, p.ProtocolError):
+        pass
+
+
+def _say_now(sock, data):
+    """Send a last answer only if it goes out at once (an evicted peer is not waited for)."""
+    try:
+        sock.send(data, socket.MSG_DONTWAIT)
+    except OSError:
         pass

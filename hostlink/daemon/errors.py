@@ -9,9 +9,10 @@ class Refused(Exception):
 
     code = "internal"
 
-    def __init__(self, message):
+    def __init__(self, message, status=0):
         super().__init__(message)
         self.message = message
+        self.status = status  # what a shell would exit with instead (127, 126), or 0
 
 
 class AuthFailed(Refused):

@@ -1,15 +1,18 @@
 """The daemon's side of the first hostlink's protocol (HLNK): one request per connection, answered
 with its response shapes and statuses (references/protocol.md, references/compat.md).
 
-``serve`` reads the request, checks its token first as that daemon did, and hands it to the
-handler of its type: hlnk_exec.py (exec, exec -D), hlnk_transfer.py (put, get, their streamed
-forms, get_stat, stat_fs), hlnk_jobs.py (job). Commands and transfers run through
+``serve`` reads the request under the auth deadline, checks its token first as that daemon did,
+and hands it to the handler of its type: hlnk_exec.py (exec, exec -D), hlnk_transfer.py (put, get,
+their streamed forms, get_stat, stat_fs), hlnk_jobs.py (job). Commands and transfers run through
 execute.run_exec like every other request: the same policy, limits and audit.
 """
+
+import asyncio
 
 from ..wire import protocol as p
 from . import hlnk_exec, hlnk_jobs, hlnk_transfer
 from .auth import client_for
+from .channel import within
 from .hlnk_request import Request
 
 HLNK = object()  # what the connection's first bytes say when they are HLNK's
@@ -19,26 +22,35 @@ HANDLERS = {
     "get_stream": hlnk_transfer.get_stream, "put_stream": hlnk_transfer.put_stream,
     "stat_fs": hlnk_transfer.stat_fs,
 }
+MEMORY_CAP = hlnk_exec.MEMORY_CAP  # per stream held in memory when the conf sets no cap
 
 
-async def serve(state, chan, peer, fds):
-    """Answer one HLNK request on ``chan``; returns the audit record."""
+async def serve(state, chan, peer, fds, deadline, authenticated):
+    """Answer one HLNK request on ``chan`` (read within ``deadline`` seconds, as a token must
+    come; ``authenticated()`` once it matched); returns the audit record."""
     rq = Request(state, chan, fds)
+    rq.peer = peer
     try:
-        return await _serve(rq, peer)
+        return await _serve(rq, peer, deadline, authenticated)
     except p.RemoteProtocolError as exc:
         rq.record.setdefault("event", "hlnk")
+        rq.record.setdefault("protocol", "hlnk")
         await rq.fail("bad_request", str(exc))
         return rq.record
 
 
-async def _serve(rq, peer):
-    obj = await rq.first()
+async def _serve(rq, peer, deadline, authenticated):
+    try:
+        obj = await within(rq.first(), deadline)
+    except asyncio.TimeoutError:
+        return {"event": "auth", "result": "auth_timeout", "protocol": "hlnk"}
     if obj is None:
         return {}
     rq.obj = obj
     kind = obj.get("type")
-    rq.record = {"event": "hlnk-%s" % kind if isinstance(kind, str) else "hlnk", "protocol": "hlnk"}
+    # The type is the client's: named in the audit only when it is one of ours.
+    rq.record = {"event": "hlnk-%s" % (kind if isinstance(kind, str) and kind in HANDLERS else "other"),
+                 "protocol": "hlnk"}
     token = obj.get("token")
     client = client_for(rq.state.cfg, token) if isinstance(token, str) else None
     if client is None:  # its daemon checks the token before anything else, and echoes no id
@@ -47,6 +59,8 @@ async def _serve(rq, peer):
         await rq.send({"version": 1, "id": "", "node": rq.state.cfg.node,
                        "status": "auth_failed", "error_msg": "authentication failed"})
         return rq.record
+    rq.state.penalties.forget(peer)
+    authenticated()
     rq.client = client
     rq.record["client"] = client.name
     if obj.get("version") != 1 or kind not in HANDLERS:

@@ -19,21 +19,22 @@ from .running import RELAY_CHUNK
 
 log = logging.getLogger("hostlinkd")
 _SAFE_ID = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+MEMORY_CAP = 4 << 20  # per stream, when the conf sets no cap: past it truncated, with its flag
 _EMPTY = dict(stdout="", stderr="", stdout_truncated=False, stderr_truncated=False,
               stdout_original_bytes=0, stderr_original_bytes=0)
 
 
 def caps(cfg, obj):
     """Bytes kept per stream: the request's max_*_bytes, else default_max_output_bytes, never
-    over max_output_bytes, nor the 64 MiB a response of its may carry."""
+    over max_output_bytes (MEMORY_CAP when the conf sets no cap: each result is held whole and
+    encoded once more as JSON), nor the 64 MiB a response of its may carry."""
+    hard = cfg.max_output_bytes or max(MEMORY_CAP, cfg.default_max_output_bytes or 0)
+    hard = min(hard, DEFAULT_OUTPUT_CAP)
     out = {}
     for kind, key in ((p.Stdout, "max_stdout_bytes"), (p.Stderr, "max_stderr_bytes")):
         asked = obj.get(key)
         asked = int(asked) if isinstance(asked, (int, float)) and asked > 0 else 0
-        cap = asked or cfg.default_max_output_bytes or DEFAULT_OUTPUT_CAP
-        if cfg.max_output_bytes:
-            cap = min(cap, cfg.max_output_bytes)
-        out[kind] = min(cap, DEFAULT_OUTPUT_CAP)
+        out[kind] = min(asked or cfg.default_max_output_bytes or hard, hard)
     return out
 
 
@@ -73,7 +74,11 @@ async def run(rq):
     capture.paths = paths
     rq.record.update(event="exec", cwd=req.cwd, mode=req.mode, **execute.asked(req))
     try:
-        rq.record.update((await execute.run_exec(rq.state, rq.client, req, capture)).audit())
+        def on_start(fields):
+            peer = rq.peer.fields() if rq.peer is not None else {}
+            rq.state.audit.write(**dict(rq.record, event="exec_start", **fields), **peer)
+        rq.record.update((await execute.run_exec(rq.state, rq.client, req, capture,
+                                                 on_start)).audit())
     except p.RemoteProtocolError as exc:
         capture.refusal = ("bad_request", str(exc))
     if capture.refusal is not None:
@@ -151,7 +156,7 @@ class Capture:
     async def refuse(self, exc):
         self.refusal = (exc.code, exc.message)
 
-    async def waiting(self, ident, node, text, timeout_ms):
+    async def waiting(self, ident, node, text, timeout_ms, kind="approval"):
         pass  # HLNK has no word for it: the client just waits
 
     async def until_closed(self):

@@ -7,8 +7,8 @@ stdout (kept, or handed on as it comes), its stderr kept for the message.
 import errno
 import logging
 import os
-import re
 
+from ..wire import plain
 from ..wire import protocol as p
 from . import execute
 from .channel import TooManyFds, wait_readable, wait_writable
@@ -47,16 +47,12 @@ class Helper:
         if self.ended is not None and self.ended.timed_out:
             return "timed out after %d ms" % self.ended.duration_ms
         text = self.stderr.decode("utf-8", "replace").strip().splitlines()
-        text = text[-1].replace("hostlink transfer: ", "") if text else "failed"
-        m = re.match(r"\[Errno \d+\] ([^:]+)", text)
-        if m:
-            return m.group(1)
-        return "No such file or directory" if text.endswith(" does not exist") else text
+        return plain.strerror_of(text[-1]) if text else "failed"
 
     async def refuse(self, exc):
         self.refusal = (exc.code, exc.message)
 
-    async def waiting(self, ident, node, text, timeout_ms):
+    async def waiting(self, ident, node, text, timeout_ms, kind="approval"):
         pass
 
     async def until_closed(self):

@@ -23,6 +23,7 @@ class Request:
         self.client = None
         self.record = {}
         self.started = time.monotonic()
+        self.peer = None  # the connection's Peer (its audit fields)
 
     @property
     def id(self):

@@ -63,9 +63,11 @@ def _mode(rq):
 
 
 def _receive_args(rq, path):
-    # --file .: one file written as PATH itself; were PATH a directory, the helper refuses it,
+    # --exact: one file written as PATH itself; were PATH a directory, the helper refuses it,
     # as the first hostlink's open() did.
-    args = [path, "--file", ".", "--file-mode", "%o" % _mode(rq), "--mtime", str(int(time.time()))]
+    name = os.path.basename(os.path.normpath(path)) or "file"
+    args = [path, "--file", name, "--exact", "--file-mode", "%o" % _mode(rq),
+            "--mtime", str(int(time.time()))]
     return args + (["--mkdir"] if rq.obj.get("mkdir") is True else [])
 
 

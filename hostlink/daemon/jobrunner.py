@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .spawn import as_user, become_subreaper, build_argv, build_env, kill_group
+from .spawn import as_user, become_subreaper, build_argv, build_env, exec_options, kill_group
 
 CHUNK = 1 << 16
 
@@ -96,6 +96,9 @@ def main(spool):
         write_state(spool, state="failed", error=str(exc), started=started, ended=time.time(),
                     exit_code=127, runner_pid=os.getpid())
         return 0
+    for fd in (job.get("cwd_fd", -1), job.get("exe_fd", -1)):
+        if fd >= 0:
+            os.close(fd)  # the command has its directory and its executable now
     write_state(spool, state="running", pid=proc.pid, runner_pid=os.getpid(), started=started)
     # hostlinkd cancels a job by signalling its runner: SIGTERM asks, SIGUSR1 kills.
     signal.signal(signal.SIGTERM, lambda s, f: signal_all(proc, signal.SIGTERM))
@@ -117,7 +120,17 @@ def _command(job):
     env = build_env(spec, user, spec.env)
     argv = build_argv(spec, spec, env, spec.cwd)
     kw = as_user(user, job.get("gid", user.pw_gid))
-    kw.update(cwd=None if spec.namespace_pid else spec.cwd, env=env)
+    if spec.namespace_pid:
+        exe = job.get("exe_path") or ""
+        if exe and spec.argv:
+            argv[argv.index("--") + 1] = exe
+        kw.update(env=env)
+        return argv, kw
+    # hostlinkd handed us the directory and executable it checked (policy.Target), as descriptors
+    # at the numbers job.json names: the command starts from those, never from a path again.
+    kw.update(exec_options(job.get("cwd_fd", -1), job.get("exe_fd", -1), job.get("exe_path", ""),
+                           job.get("exe_by_path", True), argv), env=env)
+    kw.setdefault("cwd", spec.cwd)
     return argv, kw
 
 

@@ -41,8 +41,21 @@ class JobSpool:
     def spool(self):
         return self.state.cfg.job_spool_dir
 
-    def start(self, client, req, cwd, user, timeout):
-        """Start ``req`` as a detached job; returns its id."""
+    def start(self, client, req, target, user, timeout):
+        """Start ``req`` as a detached job in ``target`` (a held policy.Target: its directory and
+        executable descriptors are handed to the runner, which starts the command from them);
+        returns its id."""
+        count, spool = self.state.limits.job(client.name, self.state.cfg.job_max_spool_bytes)
+        try:
+            return self._start(client, req, target, user, timeout, (count, spool))
+        except BaseException:
+            count.release()
+            spool.release()
+            raise
+
+    def _start(self, client, req, target, user, timeout, tickets):
+        cwd = target.cwd
+        exe = target.exe if req.argv is not None and not self.state.cfg.namespace_pid else None
         cfg = self.state.cfg
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
         os.chmod(self.spool, 0o700)
@@ -54,7 +67,9 @@ class JobSpool:
                "cwd": cwd, "user": user.pw_name, "gid": user.pw_gid, "shell": cfg.shell,
                "namespace_pid": cfg.namespace_pid, "timeout_ms": timeout,
                "kill_grace_ms": cfg.kill_grace_ms, "max_spool_bytes": cfg.job_max_spool_bytes,
-               "audit_log": cfg.audit_log, "created": time.time()}
+               "audit_log": cfg.audit_log, "created": time.time(),
+               "cwd_fd": target.cwd_fd, "exe_fd": exe.fd if exe else -1,
+               "exe_path": exe.path if exe else "", "exe_by_path": exe.by_path if exe else True}
         with open(os.path.join(d, "job.json"), "w") as f:
             json.dump(job, f)
         argv, env = helper("jobrunner", d)
@@ -62,10 +77,11 @@ class JobSpool:
         try:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=open(os.path.join(d, "runner.log"), "wb"), cwd="/",
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True,
+                                    pass_fds=[fd for fd in (target.cwd_fd, job["exe_fd"]) if fd >= 0])
         except OSError as exc:
             raise SpawnFailed("cannot start the job runner: %s" % exc.strerror) from None
-        self.state.reaper.watch(proc, lambda status: None)
+        self.state.reaper.watch(proc, lambda status: [t.release() for t in tickets])
         return ident
 
     def find(self, client, ident):

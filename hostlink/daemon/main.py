@@ -57,7 +57,10 @@ def main(argv=None):
         return 2
     for notice in cfg.notices:
         print("hostlinkd: notice: %s" % notice, file=sys.stderr)
+    from .policy import warnings
     if args.check_config:
+        for warning in warnings(cfg):
+            print("hostlinkd: warning: %s" % warning, file=sys.stderr)
         print("%s: ok" % args.config)
         return 0
     if args.pid_file:
@@ -67,6 +70,8 @@ def main(argv=None):
     except OSError as exc:
         print("hostlinkd: cannot open log %s: %s" % (cfg.log_target, exc.strerror), file=sys.stderr)
         return 2
+    for warning in warnings(cfg):
+        log.warning("%s", warning)
     try:
         server = Server(cfg)
     except OSError as exc:

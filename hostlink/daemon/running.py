@@ -9,6 +9,7 @@ import errno
 import fcntl
 import logging
 import os
+import signal
 import socket
 import struct
 import termios
@@ -34,12 +35,18 @@ HANGUP_CHECK = 0.25
 
 
 class Command:
-    """One running command: its process group, timers and how it ended."""
+    """One running command: its process (by pidfd), process group, timers, slot and how it ended.
 
-    def __init__(self, state, proc, timeout_ms, client="", tty=False):
+    Signals reach the group only while the leader is unreaped: until then its number cannot be
+    reused, so neither can the group's (after the wait, a signal could reach a stranger's group
+    once the pid counter wrapped). The last kill of a timed-out or abandoned command is sent
+    from the reaper before the wait, and reaches what left the group (setsid) by pidfd."""
+
+    def __init__(self, state, proc, timeout_ms, client="", tty=False, slot=None, pipes=()):
         self.state = state  # for the loop, the reaper and kill_grace_ms as it is when needed
         self.proc = proc
         self.pgid = proc.pid
+        self.pidfd = pidfd_open(proc.pid)
         self.started = time.monotonic()
         self.loop = state.loop
         self.exited = state.loop.create_future()
@@ -47,10 +54,19 @@ class Command:
         self.tty = tty
         self.hung_up = False
         self.client = client  # the client that started it: only it may signal it (Kill)
+        self.slot = slot  # its limits ticket (max_concurrent)
+        self.pipes = list(pipes)  # our ends of its stdio (relay): closed by release()
+        self.escaped = []  # pidfds of descendants found when it was told to stop
         self._timers = []
         if timeout_ms:
             self._timers.append(state.loop.call_later(timeout_ms / 1000, self._on_timeout))
-        state.reaper.watch(proc, self._on_exit)
+        state.reaper.watch(proc, self._on_exit, self._before_reap)
+
+    def signal(self, sig):
+        """``sig`` to the command's group, only while it runs; False once it has ended."""
+        if self.exited.done():
+            return False
+        return spawn.kill_group(self.pgid, sig)
 
     def _on_timeout(self):
         self.timed_out = True
@@ -62,22 +78,89 @@ class Command:
         self.terminate()
 
     def terminate(self):
-        """SIGTERM to the whole group now, SIGKILL after the grace period."""
-        spawn.kill_group(self.pgid, 15)
+        """SIGTERM to the whole tree now (what left the group too), SIGKILL after the grace."""
+        if self.exited.done():
+            return
+        self.escaped = descendants_by_pidfd(self.proc.pid, self.escaped)
+        self.signal(15)
+        _send_all(self.escaped, 15)
         grace = self.state.cfg.kill_grace_ms / 1000
-        self._timers.append(self.loop.call_later(grace, spawn.kill_group, self.pgid, 9))
+        self._timers.append(self.loop.call_later(grace, self._kill))
+
+    def _kill(self):
+        self.escaped = descendants_by_pidfd(self.proc.pid, self.escaped)
+        self.signal(9)
+        _send_all(self.escaped, 9)
+
+    def _before_reap(self):
+        # The leader is a zombie: its group number is still ours, for this last signal.
+        if self.timed_out or self.hung_up:
+            self.escaped = descendants_by_pidfd(self.proc.pid, self.escaped)
+            spawn.kill_group(self.pgid, 9)  # what ignored SIGTERM goes now, not after the grace
+            _send_all(self.escaped, 9)
 
     def _on_exit(self, status):
         for t in self._timers:
             t.cancel()
-        if self.timed_out or self.hung_up:
-            spawn.kill_group(self.pgid, 9)  # what ignored SIGTERM goes now, not after the grace
         if not self.exited.done():
             self.exited.set_result(status)
+
+    def release(self):
+        """Give back its slot and descriptors (once it ended or was abandoned)."""
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        from .channel import close_all
+        close_all(self.pipes)
+        close_all(self.escaped)
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
     @property
     def duration_ms(self):
         return int((time.monotonic() - self.started) * 1000)
+
+
+def pidfd_open(pid):
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1  # before Linux 5.3: signals stay guarded by the unreaped leader alone
+
+
+def descendants_by_pidfd(pid, known):
+    """pidfds of ``pid``'s live descendants, added to ``known``: held, they name these very
+    processes however long the signals take (a number could be reused)."""
+    from .jobrunner import descendants
+    seen = {_fd_pid(fd) for fd in known}
+    out = list(known)
+    for child in descendants(pid):
+        if child in seen:
+            continue
+        fd = pidfd_open(child)
+        if fd >= 0:
+            out.append(fd)
+    return out
+
+
+def _fd_pid(fd):
+    try:
+        with open("/proc/self/fdinfo/%d" % fd) as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return -1
+
+
+def _send_all(pidfds, sig):
+    for fd in pidfds:
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except OSError:
+            pass
 
 
 async def run(command, exchange, pipes, timeout):
@@ -113,7 +196,7 @@ async def client_input(chan, conn, fds, command, pipes):
                 break
             if isinstance(event, p.Signal):
                 if spawn.is_signal(event.signum):
-                    spawn.kill_group(command.pgid, event.signum)
+                    command.signal(event.signum)
             elif isinstance(event, p.Stdin):
                 if stdin >= 0:
                     stdin = await _write_all(command.loop, stdin, event.data, chan)

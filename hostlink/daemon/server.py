@@ -14,7 +14,9 @@ from ..wire import protocol as p
 from . import tls
 from .admin import AdminSocket
 from .audit import AuditLog
+from .auth import Peer
 from .connection import Session
+from .errors import Busy
 from .state import ServerState
 
 log = logging.getLogger("hostlinkd")
@@ -26,11 +28,10 @@ class Server:
     def __init__(self, cfg):
         self.state = ServerState(cfg)
         self.admin = AdminSocket(self.state)
-        self.connections = 0
-        self.unauthenticated = 0
         self._tasks = set()
-        self._unauthenticated = {}  # task -> None, oldest first: evicted when the cap is reached
         self._listeners = []
+        self._extra = None  # the listener on extra_socket
+        self._bound = False  # the socket file is ours to remove (never another daemon's live one)
         self._stopping = None
 
     @property
@@ -46,6 +47,8 @@ class Server:
         try:
             if self.cfg.unix_enabled:
                 self._listen(bind_unix(self.cfg))
+                self._bound = True
+            self._listen_extra(self.cfg)
             if self.cfg.tcp_enabled:
                 self._listen_tcp()
             await self.admin.start()
@@ -59,6 +62,19 @@ class Server:
         sock.setblocking(False)
         self._listeners.append(sock)
         self.state.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _listen_extra(self, cfg):
+        """Listen on cfg.extra_socket instead of the extra socket there was (none when empty)."""
+        new = bind_unix(cfg, cfg.extra_socket) if cfg.extra_socket else None  # fails before the old goes
+        if self._extra is not None:
+            self.state.loop.remove_reader(self._extra.fileno())
+            self._listeners.remove(self._extra)
+            self._extra.close()
+            _unlink_socket(self.cfg.extra_socket)
+        self._extra = new
+        if new is not None:
+            self._listen(new)
+            log.info("also serving %s", cfg.extra_socket)
 
     def _listen_tcp(self):
         cfg = self.cfg
@@ -89,6 +105,13 @@ class Server:
             log.warning("socket changes need a restart; keeping %s", state.cfg.socket)
             cfg.socket, cfg.unix_enabled = state.cfg.socket, state.cfg.unix_enabled
         old_audit = state.cfg.audit_log
+        if cfg.extra_socket != state.cfg.extra_socket:
+            try:
+                self._listen_extra(cfg)
+            except OSError as exc:
+                log.error("cannot listen on %s: %s; keeping %s", cfg.extra_socket, exc,
+                          state.cfg.extra_socket or "none")
+                cfg.extra_socket = state.cfg.extra_socket
         state.cfg = cfg
         if cfg.audit_log != old_audit:
             state.audit.close()
@@ -102,12 +125,15 @@ class Server:
         log.info("configuration reloaded from %s", cfg.path)
 
     async def _shutdown(self):
+        self.state.slots.close()  # who waits for a slot is told at once; nothing new starts
         await self.admin.stop()
         for sock in self._listeners:
             self.state.loop.remove_reader(sock.fileno())
             sock.close()
-        if self.cfg.unix_enabled:
+        if self._bound:
             _unlink_socket(self.cfg.socket)
+        if self._extra is not None:
+            _unlink_socket(self.cfg.extra_socket)
         commands = self.state.commands
         if commands:
             log.info("waiting up to %d ms for %d running command(s)",
@@ -127,6 +153,8 @@ class Server:
 
     def _accept(self, listener):
         for _ in range(64):  # a bounded batch, so one busy listener cannot starve the loop
+            if not self.state.limits.accept_more():
+                return  # the loop serves those first; the listener stays readable
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -134,40 +162,27 @@ class Server:
             except OSError as exc:
                 log.warning("accept failed: %s", exc.strerror)
                 return
-            if self.connections >= self.cfg.max_connections:
-                _refuse(sock, "server busy: %d connections open (max_connections)" % self.connections)
+            try:
+                peer = Peer(sock)
+            except OSError:  # gone already
+                sock.close()
                 continue
-            if self.unauthenticated >= self.cfg.max_unauthenticated:
-                # Drop the oldest connection still without a token: a good client authenticates
-                # within a millisecond, so connections that never do cannot lock it out.
-                oldest = next(iter(self._unauthenticated), None)
-                if oldest is not None:
-                    self._unauthenticated.pop(oldest)
-                    oldest.cancel()
-            self.connections += 1
-            self.unauthenticated += 1
-            task = self.state.loop.create_task(self._serve(sock))
+            session = Session(self.state, sock, peer)
+            try:
+                slot = session.slot = self.state.limits.admit(peer.limit_key, session.evict)
+            except Busy as exc:
+                _refuse(sock, exc.message)
+                continue
+            task = session.task = self.state.loop.create_task(session.serve())
             self._tasks.add(task)
-            self._unauthenticated[task] = None
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda t: self._unauthenticated.pop(t, None))
+            # Runs even when the task was cancelled before it started: the slot and socket go.
+            task.add_done_callback(lambda t, slot=slot, sock=sock: _done(self._tasks, t, slot, sock))
 
-    async def _serve(self, sock):
-        """Serve one connection, counted as unauthenticated until its token matched."""
-        task = asyncio.current_task()
-        authed = False
 
-        def authenticated():
-            nonlocal authed
-            self._unauthenticated.pop(task, None)
-            authed = True
-            self.unauthenticated -= 1
-        try:
-            await Session(self.state, sock, authenticated).serve()
-        finally:
-            self.connections -= 1
-            if not authed:
-                self.unauthenticated -= 1
+def _done(tasks, task, slot, sock):
+    tasks.discard(task)
+    slot.release()
+    sock.close()
 
 
 def _refuse(sock, message):
@@ -179,9 +194,10 @@ def _refuse(sock, message):
     sock.close()
 
 
-def bind_unix(cfg):
-    """The listening Unix socket: a stale file replaced, mode and group set before anyone connects."""
-    path = cfg.socket
+def bind_unix(cfg, path=None):
+    """The listening Unix socket (``cfg.socket`` unless ``path``): a stale file replaced, mode and
+    group set before anyone connects."""
+    path = path or cfg.socket
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     if os.path.lexists(path):
         st = os.lstat(path)

@@ -11,6 +11,8 @@ from .approvals import Approvals
 from .audit import AuditLog
 from .auth import Penalties
 from .jobs import JobSpool
+from .limits import Limits
+from .slots import Slots
 
 
 class ServerState:
@@ -24,9 +26,18 @@ class ServerState:
         self.started = time.monotonic()
         self.tls_context = None  # set when a TCP listener offers TLS
         self.commands = set()  # running.Command: commands running on a connection
+        self.limits = Limits(lambda: self.cfg)  # every counted resource: connections to approvals
+        self.slots = Slots(self)  # the requests waiting for a running-command slot
         self.penalties = Penalties()
         self.jobs = JobSpool(self)
         self.approvals = Approvals(self)
+
+    def audit_refusal(self):
+        """Why new commands are refused while the audit log cannot be written, or ""."""
+        if self.audit.broken and self.cfg.audit_failure == "closed":
+            return ("the audit log %s cannot be written (%s): new commands are refused until it "
+                    "can (audit_failure = closed)" % (self.cfg.audit_log, self.audit.broken))
+        return ""
 
     @property
     def uptime_s(self):

@@ -19,7 +19,7 @@ def _fail(message, code=1):
 @app.command("host")
 def host_cmd(
     workspace: Optional[str] = typer.Option(None, help="agent workspace: gets bin/hostlink and .env"),
-    service: str = typer.Option("openclaw", help="compose service the override is for"),
+    service: Optional[str] = typer.Option(None, help="compose service the override is for (default: the only one in the compose file, else openclaw)"),
     root: str = typer.Option("/", help="put every path under this directory (as DESTDIR does)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show each file as a diff; change nothing"),
     no_start: bool = typer.Option(False, "--no-start", help="write files but do not start hostlinkd"),
@@ -27,10 +27,11 @@ def host_cmd(
     openclaw_config: Optional[str] = typer.Option(None, help="set the env in this openclaw.json's env.vars instead of .env"),
     group: str = typer.Option("hostlink", help="group whose members may use the socket"),
     socket_dir: Optional[str] = typer.Option(None, help="socket directory on the host (default ROOT/run/hostlink)"),
-    compose_file: Optional[str] = typer.Option(None, help="your compose file: its version and the service's group_add are carried over"),
+    compose_file: Optional[str] = typer.Option(None, help="your compose file (default: docker-compose.yml here): its service, version and group_add are carried over"),
     shell: str = typer.Option("/bin/bash", help="shell that runs command strings"),
     tcp: Optional[str] = typer.Option(None, help="also listen on ADDR:PORT with TLS required (a key and certificate are made)"),
     workspace_mount: Optional[str] = typer.Option(None, help="where the workspace is mounted in the container: writes HOSTLINK_PATH_MAP so the same directory is used on the host"),
+    run_as: Optional[str] = typer.Option(None, help="host user that runs the commands (default: the workspace's owner, else the sudo user, else a dedicated 'hostlink' user; root only when asked)"),
 ):
     """Install hostlinkd on this host, start it, and set up the workspace for an agent.
 
@@ -39,9 +40,12 @@ def host_cmd(
     opts = host.Options(root=root, workspace=workspace, service=service, dry_run=dry_run,
                         no_start=no_start, rotate_token=rotate_token, openclaw_config=openclaw_config,
                         group=group, socket_dir=socket_dir, compose_file=compose_file, shell=shell,
-                        tcp=tcp, workspace_mount=workspace_mount)
+                        tcp=tcp, workspace_mount=workspace_mount, run_as=run_as)
     try:
         report, changes = host.install(opts)
+        if rotate_token and not dry_run:
+            from . import openclaw
+            report += openclaw.follow_token(root)
     except (host.InstallError, OSError) as exc:
         _fail(str(exc))
     if dry_run:
@@ -51,10 +55,10 @@ def host_cmd(
     for line in report:
         typer.echo(line)
     if not dry_run:
-        layout = host.Layout(opts)
+        from . import compose
         typer.secho("\nhostlink is set up. Next:", bold=True)
-        typer.echo("  docker-compose -f docker-compose.yml -f %s up -d" % layout.override)
-        typer.echo("  then inside the container: hostlink ping")
+        for line in compose.next_steps(opts.compose_file, host.Layout(opts).override, opts.service):
+            typer.echo(line)
 
 
 @app.command()
@@ -62,12 +66,41 @@ def uninstall(
     root: str = typer.Option("/", help="the --root of the install"),
     socket_dir: Optional[str] = typer.Option(None, help="the --socket-dir of the install"),
 ):
-    """Stop hostlinkd and remove what 'host' installed (the audit log is kept)."""
+    """Stop hostlinkd and remove what 'host' and 'openclaw' installed (the audit log is kept)."""
+    from . import openclaw
     try:
-        for line in host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
+        lines, left = openclaw.uninstall(root), None
+    except (host.InstallError, OSError) as exc:  # the daemon still goes; then say what was left
+        lines, left = [], "hostlink is still in the OpenClaw setup: %s" % exc
+    try:
+        for line in lines + host.uninstall(host.Options(root=root, socket_dir=socket_dir)):
             typer.echo(line)
-    except OSError as exc:
+    except (host.InstallError, OSError) as exc:
         _fail(str(exc))
+    if left:
+        _fail(left)
+
+
+@app.command("openclaw")
+def openclaw_cmd(
+    home: Optional[str] = typer.Option(None, help="home of the OpenClaw user, holding .openclaw/ (default: the sudo user's, else yours)"),
+    workspace: Optional[str] = typer.Option(None, help="the agent workspace (default: agents.defaults.workspace of openclaw.json)"),
+    sandbox: Optional[bool] = typer.Option(None, "--sandbox/--no-sandbox", help="set up OpenClaw's Docker sandbox too (default: when openclaw.json turns it on)"),
+    root: str = typer.Option("/", help="the --root of the host install"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show each file as a diff; change nothing"),
+):
+    """After 'host': install the hostlink skill into OpenClaw, for its gateway and its sandbox."""
+    from . import openclaw
+    opts = openclaw.Options(root=root, home=home, workspace=workspace, sandbox=sandbox, dry_run=dry_run)
+    try:
+        report, changes = openclaw.install(opts)
+    except (host.InstallError, OSError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        for ch in changes:
+            typer.echo((ch.diff() if ch.changed else "") or "unchanged %s" % ch.path)
+    for line in report:
+        typer.echo(line)
 
 
 @app.command()
@@ -181,6 +214,8 @@ def doctor(
         try:
             cfg = config.load(layout.conf)
             typer.echo("ok   configuration: %s" % layout.conf)
+            typer.echo("ok   commands run as: %s" % (cfg.run_as_user or "root (the daemon's own user; "
+                                                        "hostlink-install host --run-as USER changes it)"))
             break
         except config.NotPrivate as exc:
             if not fix or exc.path in fixed:
@@ -194,7 +229,31 @@ def doctor(
     for f in doc.check(Endpoint(socket=cfg.socket, token=cfg.auth_token)):
         typer.echo(f.line())
         ok = ok and f.ok
+    _daemon_status(cfg)
     raise typer.Exit(0 if ok else 1)
+
+
+def _daemon_status(cfg):
+    """What the running daemon holds (its admin socket's status), one line; nothing if unreachable."""
+    import json
+    import socket
+    if not cfg.admin_socket:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(cfg.admin_socket)
+            s.sendall(b'{"op": "status"}\n')
+            st = json.loads(s.makefile("rb").readline())
+    except (OSError, ValueError):
+        return
+    c = st.get("connections", {})
+    typer.echo("info status: connections %s unauthenticated / %s authenticated / %s closing, "
+               "%s commands, %s jobs, %s approvals waiting, %s descriptors, %s children%s"
+               % (c.get("unauthenticated"), c.get("authenticated"), c.get("closing"),
+                  st.get("commands"), st.get("jobs"), st.get("approvals"), st.get("descriptors"),
+                  st.get("children"), ", AUDIT LOG FAILING: %s" % st["audit_broken"]
+                  if st.get("audit_broken") else ""))
 
 
 def main():

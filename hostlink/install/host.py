@@ -18,7 +18,7 @@ import time
 
 from .. import zipapp
 from ..daemon import config as hl_config
-from . import takeover, takeover_apply
+from . import compose, owned, runas, takeover, takeover_apply
 from .render import render
 
 CONTAINER_SOCKET_DIR = "/run/hostlink"
@@ -32,9 +32,10 @@ class InstallError(Exception):
 class Options:
     """What the user asked for (the typer command fills it)."""
 
-    def __init__(self, root="/", workspace=None, service="openclaw", dry_run=False, no_start=False,
+    def __init__(self, root="/", workspace=None, service=None, dry_run=False, no_start=False,
                  rotate_token=False, openclaw_config=None, group="hostlink", socket_dir=None,
-                 compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None):
+                 compose_file=None, shell="/bin/bash", node_name="", tcp=None, workspace_mount=None,
+                 run_as=None):
         self.root = os.path.abspath(root)
         self.workspace = os.path.abspath(workspace) if workspace else None
         self.service = service
@@ -49,6 +50,7 @@ class Options:
         self.node_name = node_name
         self.tcp = tcp
         self.workspace_mount = workspace_mount
+        self.run_as = run_as  # None: runas.choose picks (never root unless asked)
 
 
 class Layout:
@@ -73,6 +75,8 @@ class Layout:
         self.tls_key = r("/etc/hostlink/hostlink.key")
         self.daemon_log = os.path.join(self.log_dir, "hostlinkd.log")
         self.state = r("/var/lib/hostlink/installed.json")
+        self.client = r("/var/lib/hostlink/client/hostlink")  # what the override mounts
+        self.token_file = r("/etc/hostlink/compose/secrets/hostlink_token")  # and the token, as a file
 
 
 class Change:
@@ -106,11 +110,11 @@ class Change:
         return text
 
 
-def existing_token_in(conf_path):
-    """The auth_token of the hostlink.conf an earlier run wrote, or ""."""
+def existing_token_in(conf_path, key="auth_token"):
+    """The auth_token (or ``key``) of the hostlink.conf an earlier run wrote, or ""."""
     try:
         with open(conf_path, encoding="utf-8") as f:
-            return hl_config.parse(f.read(), conf_path).auth_token
+            return getattr(hl_config.parse(f.read(), conf_path), key)
     except (OSError, hl_config.ConfigError):
         return ""
 
@@ -128,6 +132,9 @@ def group_gid(name, create):
     return grp.getgrnam(name).gr_gid
 
 
+_INSTALLATION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def daemon_command():
     """How to start hostlinkd from this installation."""
     return [sys.executable, "-m", "hostlink.daemon"]
@@ -140,7 +147,9 @@ def plan(opts, layout, token, gid):
                   max_concurrent=16, default_timeout_ms=30000, max_timeout_ms=86400000,
                   audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
                   tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key,
-                  admin_socket=layout.admin_socket)
+                  admin_socket=layout.admin_socket,
+                  extra_socket=existing_token_in(layout.conf, "extra_socket"),  # hostlink-install openclaw's
+                  run_as=opts.run_as)
     changes = [Change(layout.conf, conf, 0o600)]
     unit = render("installer", "hostlinkd.service.j2", exec_start=" ".join(daemon_command()),
                   conf=layout.conf, runtime_dir=os.path.basename(layout.socket_dir),
@@ -148,13 +157,9 @@ def plan(opts, layout, token, gid):
     changes.append(Change(layout.unit, unit, 0o644))
     changes.append(Change(layout.tmpfiles, render("installer", "tmpfiles.conf.j2",
                                                   socket_dir=layout.socket_dir, group=opts.group), 0o644))
-    groups = base_groups(opts.compose_file, opts.service) + [str(max(gid, 0))]
-    override = render("compose", "override.yml.j2", service=opts.service, path=layout.override,
-                      version=compose_version(opts.compose_file), socket_dir=layout.socket_dir,
-                      container_socket_dir=CONTAINER_SOCKET_DIR,
-                      container_socket=container_socket(layout), token=token,
-                      groups=list(dict.fromkeys(groups)))
-    changes.append(Change(layout.override, override, 0o600))
+    changes.append(Change(layout.override, compose.override(opts, layout, gid), 0o644))
+    changes.append(Change(layout.token_file, token + "\n", 0o440))  # group: the socket's (install)
+    changes.append(Change(layout.client, _client_bytes(), 0o755))
     env = {"HOSTLINK_SOCKET": container_socket(layout), "HOSTLINK_TOKEN": token}
     if opts.workspace and opts.workspace_mount:
         env["HOSTLINK_PATH_MAP"] = "%s=%s" % (opts.workspace_mount.rstrip("/"), opts.workspace)
@@ -218,42 +223,11 @@ def env_file(path, env):
 
 
 def openclaw_json(path, env):
-    """openclaw.json with ``env`` in env.vars, every other key kept."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        data = {}
-    except (OSError, ValueError) as exc:
-        raise InstallError("cannot read %s as JSON: %s" % (path, exc))
-    if not isinstance(data, dict):
-        raise InstallError("%s is not a JSON object" % path)
-    vars_ = data.setdefault("env", {}).setdefault("vars", {})
-    vars_.update(env)
-    return json.dumps(data, indent=2) + "\n"
-
-
-def _load_yaml(path):
-    import yaml
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def base_groups(compose_file, service):
-    """The service's group_add in the user's compose file: the legacy tool replaces, not merges."""
-    if not compose_file:
-        return []
-    svc = (_load_yaml(compose_file).get("services") or {}).get(service) or {}
-    return [str(g) for g in svc.get("group_add") or []]
-
-
-def compose_version(compose_file):
-    """The compose file version to write: the base file's (the legacy tool wants them equal)."""
-    if compose_file:
-        version = _load_yaml(compose_file).get("version")
-        if version:
-            return str(version)
-    return "2.4"
+    """openclaw.json (JSON5) with ``env`` in env.vars, every other key and comment kept."""
+    doc = _openclaw_doc(path)
+    for key, value in env.items():
+        doc.set(["env", "vars", key], value)
+    return doc.text
 
 
 def write(change):
@@ -301,7 +275,9 @@ def start_daemon(layout, conf_changed):
     os.makedirs(layout.log_dir, mode=0o700, exist_ok=True)
     log = open(layout.daemon_log, "ab")
     proc = subprocess.Popen(daemon_command() + ["--config", layout.conf, "--pid-file", layout.pid_file],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                            cwd="/",  # -m puts the working directory first on a root daemon's path
+                            env=dict(os.environ, PYTHONPATH=_INSTALLATION))  # and this code, not another
     log.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -341,6 +317,13 @@ def _zombie(pid):
 
 def install(opts):
     """Run ``hostlink-install host``; returns (report lines, changes)."""
+    try:  # the compose file given or in the current directory, and its service
+        opts.compose_file = compose.find_file(opts.compose_file, os.getcwd())
+        opts.service = compose.pick_service(opts.compose_file, opts.service)
+        opts.run_as, why = runas.choose(opts.run_as, opts.workspace,
+                                        existing_token_in(Layout(opts).conf, "run_as_user"))
+    except (compose.ComposeError, runas.RunAsError) as exc:
+        raise InstallError(str(exc)) from None
     layout = Layout(opts)
     try:  # a first-hostlink install here: keep what it ran with
         tk = takeover_apply.prepare(layout, opts, _state(layout).get("takeover"))
@@ -353,21 +336,28 @@ def install(opts):
     if tk:
         conf = Change(layout.conf, takeover.render_conf(tk, token), 0o600)
         changes = takeover_apply.changes(tk, layout, changes, conf)
+    report = ["commands run on this host as %s (%s)" % (opts.run_as, why)]
     if opts.dry_run:
-        return ["dry run: nothing was changed"] + (tk.lines if tk else []), changes
-    report = list(tk.lines) if tk else []
+        return report + ["dry run: nothing was changed"] + (tk.lines if tk else []), changes
+    report += list(tk.lines) if tk else []
     if tk and opts.rotate_token:
         report.append("--rotate-token: a new token replaces its token; give it to its clients")
     if tk:
         report += takeover_apply.backup(tk.record)
+    try:
+        report += runas.ensure(opts.run_as, gid)
+    except (runas.RunAsError, subprocess.CalledProcessError) as exc:
+        raise InstallError(str(exc)) from None
     created = _missing_dirs([c.path for c in changes] + [layout.pid_file, layout.audit_log,
                                                          layout.state, layout.socket, layout.admin_socket])
+    theirs = [c for c in changes if opts.workspace and c.path.startswith(opts.workspace + os.sep)]
+    owned.write_as(*owned.owner(opts.workspace or "/"), theirs)  # the workspace's owner's files
     for ch in changes:
-        if ch.changed:
+        if ch.changed and ch.path == layout.token_file:
+            compose.write_token(ch, gid)
+        elif ch.changed and ch not in theirs:
             write(ch)
-            report.append("wrote %s" % ch.path)
-        else:
-            report.append("unchanged %s" % ch.path)
+        report.append("%s %s" % ("wrote" if ch.changed else "unchanged", ch.path))
     if opts.tcp and not os.path.exists(layout.tls_cert):
         from ..daemon import tls
         tls.generate(layout.tls_cert, layout.tls_key, opts.node_name or _socket.gethostname())
@@ -377,6 +367,7 @@ def install(opts):
         link = os.path.join(opts.workspace, "bin", "hostlink-cli")
         if not os.path.islink(link):
             os.symlink("hostlink", link)
+            os.lchown(link, *owned.owner(opts.workspace))
             report.append("linked %s -> hostlink" % link)
     if not (tk and os.path.isdir(layout.socket_dir)):  # never re-mode a directory it chose
         _make_socket_dir(layout, gid)
@@ -425,11 +416,14 @@ def _record(layout, opts, changes, created, took_over=None):
         paths.append(os.path.join(opts.workspace, "bin", "hostlink-cli"))
     try:
         with open(layout.state, encoding="utf-8") as f:
-            created = created | set(json.load(f).get("dirs", []))
+            earlier = json.load(f)
     except (OSError, ValueError):
-        pass
+        earlier = {}
+    created = created | set(earlier.get("dirs", []))
     state = {"files": sorted(set(paths)), "dirs": sorted(created), "workspace": opts.workspace,
-             "openclaw_config": opts.openclaw_config, "socket_dir": layout.socket_dir}
+             # a later run without --openclaw-config must not forget where the token went
+             "openclaw_config": opts.openclaw_config or earlier.get("openclaw_config"),
+             "socket_dir": layout.socket_dir}
     if took_over:
         state["takeover"] = took_over
     write(Change(layout.state, json.dumps(state, indent=2) + "\n", 0o600))
@@ -477,10 +471,16 @@ def _strip_env(path):
     return "removed HOSTLINK_* from %s" % path
 
 
+def _openclaw_doc(path):
+    from .json5edit import Json5Error, load
+    try:
+        return load(path)
+    except Json5Error as exc:
+        raise InstallError("not JSON5 that OpenClaw reads: %s" % exc) from None
+
+
 def _strip_openclaw(path):
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    vars_ = data.get("env", {}).get("vars", {})
+    doc = _openclaw_doc(path)
     for key in ENV_KEYS:
-        vars_.pop(key, None)
-    write(Change(path, json.dumps(data, indent=2) + "\n", 0o600))
+        doc.delete(["env", "vars", key])
+    write(Change(path, doc.text, 0o600))

@@ -20,6 +20,15 @@ def bundle_dir(name):
     raise FileNotFoundError("the %s bundle is missing from this installation" % name)
 
 
+def bundle_file(name):
+    """The path of a file shipped at the top of the bundle (SKILL.md)."""
+    for base in (os.path.join(_HERE, "..", "_bundle"), os.path.join(_HERE, "..", "..")):
+        path = os.path.normpath(os.path.join(base, name))
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError("%s is missing from this installation" % name)
+
+
 def _env(name):
     return jinja2.Environment(loader=jinja2.FileSystemLoader(bundle_dir(name)),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,

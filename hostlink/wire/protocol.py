@@ -88,12 +88,16 @@ class Exec(Event):
 
     mode "fds": the client's stdin/stdout/stderr ride with this frame (SCM_RIGHTS).
     mode "relay": output comes back in Stdout/Stderr frames, input goes in Stdin frames.
+    no_timeout: run without the daemon's default timeout (its max_timeout_ms still caps it).
+    queue: past max_concurrent, wait for a free slot (Waiting kind "slot") instead of Error busy.
+    Both are new in 0.2: an older daemon ignores them, an older client leaves them false.
     """
     __slots__ = ("command", "argv", "cwd", "env", "timeout_ms", "mode", "tty", "rows", "cols",
-                 "detach", "xfer")
+                 "detach", "xfer", "no_timeout", "queue")
     TYPE = 2
     _DEFAULTS = {"argv": None, "command": None, "cwd": "", "env": (), "timeout_ms": 0,
-                 "mode": "relay", "tty": False, "rows": 0, "cols": 0, "detach": False, "xfer": ""}
+                 "mode": "relay", "tty": False, "rows": 0, "cols": 0, "detach": False, "xfer": "",
+                 "no_timeout": False, "queue": False}
 
 
 class JobRequest(Event):
@@ -176,9 +180,11 @@ class Exit(Event):
 
 
 class Error(Event):
-    """Daemon: the request failed before or instead of running; code is one of ERROR_CODES."""
-    __slots__ = ("code", "message")
+    """Daemon: the request failed before or instead of running; code is one of ERROR_CODES.
+    status: what a shell would have exited with instead (127 not found, 126 not executable), or 0."""
+    __slots__ = ("code", "message", "status")
     TYPE = 21
+    _DEFAULTS = {"status": 0}
 
 
 class Pong(Event):
@@ -194,9 +200,12 @@ class Reply(Event):
 
 
 class Waiting(Event):
-    """Daemon: the request waits for a person on the host to approve it (id, for how long)."""
-    __slots__ = ("id", "node", "text", "timeout_ms")
+    """Daemon: the request waits, for how long at most: kind "approval", for a person on the host
+    to approve it (id); kind "slot", for a free slot under max_concurrent (only when it asked to
+    queue, so an older client, which reads every Waiting as an approval, never gets one)."""
+    __slots__ = ("id", "node", "text", "timeout_ms", "kind")
     TYPE = 23
+    _DEFAULTS = {"kind": "approval"}
 
 
 # Error codes the daemon sends, documented in references/protocol.md.
@@ -215,7 +224,8 @@ _BY_TYPE = {cls.TYPE: cls for cls in (Auth, Exec, Ping, Stdin, StdinEof, Signal,
 _SCHEMA = {
     Auth: {"token": "s", "client": "s"},
     Exec: {"command": "o", "argv": "l", "cwd": "s", "env": "e", "timeout_ms": "i", "mode": "s",
-           "tty": "b", "rows": "i", "cols": "i", "detach": "b", "xfer": "s"},
+           "tty": "b", "rows": "i", "cols": "i", "detach": "b", "xfer": "s", "no_timeout": "b",
+           "queue": "b"},
     JobRequest: {"action": "s", "id": "s", "stream": "s", "follow": "b", "kill": "b"},
     Reply: {"text": "s"},
     Signal: {"signum": "i"},
@@ -224,9 +234,9 @@ _SCHEMA = {
     Ok: {"node": "s", "version": "i"},
     Started: {"pid": "i", "timeout_ms": "i", "default_max_output_bytes": "i", "max_output_bytes": "i"},
     Exit: {"exit_code": "i", "signal": "i", "timed_out": "b", "duration_ms": "i"},
-    Error: {"code": "s", "message": "s"},
+    Error: {"code": "s", "message": "s", "status": "i"},
     Pong: {"node": "s", "uptime_s": "i", "version": "i"},
-    Waiting: {"id": "s", "node": "s", "text": "s", "timeout_ms": "i"},
+    Waiting: {"id": "s", "node": "s", "text": "s", "timeout_ms": "i", "kind": "s"},
     Ping: {}, StdinEof: {},
 }
 

@@ -1,11 +1,10 @@
-"""File transfers as tar streams, packed on one side and unpacked safely on the other.
+"""File transfers as tar streams, packed on one side and unpacked safely on the other (untar.py).
 
 The same code runs in the client (``hostlink cp``, ``put``, ``get``) and on the host, in the
-helper hostlinkd starts as the client's user (daemon/transfer_helper.py). Unpacking
-never writes outside its destination: every path component is opened relative to the directory
-above it with O_NOFOLLOW, names that are absolute or hold ``..`` refuse the whole stream, and
-each file is written under a temporary name beside its destination and renamed into place only
-when complete, so an interrupted transfer leaves no partial file under a real name.
+helper hostlinkd starts as the client's user (daemon/transfer_helper.py). Packing walks with
+directory descriptors (os.fwalk) and opens each file with O_NOFOLLOW relative to its directory,
+so a symlink swapped in while a tree is sent is never followed; a file is written under a
+temporary name beside its destination and renamed into place only when complete.
 """
 
 import os
@@ -43,45 +42,100 @@ def pack(src, out, excludes=(), verify=False):
     """Write ``src`` (a file or a directory, recursively) as a tar stream to the binary file
     ``out``; symlinks stay symlinks. Returns the (files, bytes) sent."""
     src = src.rstrip("/") or "/"
-    top = os.path.basename(src) or "."
+    with _parent(src) as (fd, name):
+        return pack_at(fd, name, os.path.basename(src) or ".", out, excludes, verify)
+
+
+def pack_at(dir_fd, name, top, out, excludes=(), verify=False):
+    """pack() of ``name`` in the directory ``dir_fd``, its members named from ``top``: every
+    component is opened relative to the one above it, so no symlink is followed on the way."""
     import tarfile
     files = size = 0
     # 1 MiB blocks: tarfile's stream default (10 KiB records, 16 KiB copies) caps it near 150 MB/s.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                       errors="surrogateescape", bufsize=CHUNK, copybufsize=CHUNK) as tar:
-        for path, rel in _walk(src, top, excludes):
-            info = tar.gettarinfo(path, arcname=rel)
-            info.uname = info.gname = ""
+        for fd, entry, rel, st in _walk(dir_fd, name, top, excludes):
+            info = _info(tarfile, rel, st)
             if info.isreg():
-                if verify:
-                    info.pax_headers[PAX_SHA] = sha256_path(path)
-                with open(path, "rb") as f:
+                src = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                              dir_fd=fd)
+                with os.fdopen(src, "rb") as f:
+                    if not os.path.samestat(os.fstat(src), st):
+                        raise TransferError("%s changed while it was sent" % rel)
+                    if verify:
+                        info.pax_headers[PAX_SHA] = sha256_fd(src)
                     tar.addfile(info, f)
                 files += 1
                 size += info.size
-            elif info.isdir() or info.issym():
+            elif info.isdir():
+                tar.addfile(info)
+            elif info.issym():
+                info.linkname = os.readlink(entry, dir_fd=fd)
                 tar.addfile(info)
     return files, size
 
 
-def _walk(src, top, excludes):
-    yield src, top
-    if os.path.isdir(src) and not os.path.islink(src):
-        for base, dirs, names in os.walk(src):
-            relbase = os.path.relpath(base, src)
-            for name in sorted(dirs + names):
-                rel = name if relbase == "." else relbase + "/" + name
-                if excludes and excluded(rel, excludes):
-                    if name in dirs:
-                        dirs.remove(name)
-                    continue
-                yield os.path.join(base, name), top + "/" + rel
-            dirs.sort()
+def _info(tarfile, rel, st):
+    info = tarfile.TarInfo(rel)
+    info.mode, info.mtime, info.uid, info.gid = st.st_mode & 0o7777, st.st_mtime, st.st_uid, st.st_gid
+    if stat.S_ISREG(st.st_mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+    else:
+        info.type = tarfile.FIFOTYPE  # devices, fifos, sockets: never sent
+    return info
+
+
+class _parent:
+    """``with _parent(path) as (fd, name)``: its directory held open, and its last name."""
+
+    def __init__(self, path):
+        path = os.path.abspath(path)
+        self.fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.name = os.path.basename(path) or "."
+
+    def __enter__(self):
+        return self.fd, self.name
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _walk(dir_fd, name, top, excludes):
+    """(directory fd, name in it, member name, lstat) of ``name`` and all below it, each directory
+    opened without following a symlink (os.fwalk)."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    yield dir_fd, name, top, st
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    for base, dirs, names, fd in os.fwalk(name, dir_fd=dir_fd):
+        relbase = os.path.relpath(base, name)
+        for entry in sorted(dirs + names):
+            rel = entry if relbase == "." else relbase + "/" + entry
+            if excludes and excluded(rel, excludes):
+                if entry in dirs:
+                    dirs.remove(entry)
+                continue
+            try:
+                yield fd, entry, top + "/" + rel, os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while we walk: not sent
+        dirs.sort()
 
 
 def total_size(src, excludes=()):
-    return sum(os.lstat(p).st_size for p, _ in _walk(src.rstrip("/") or "/", "x", excludes)
-               if stat.S_ISREG(os.lstat(p).st_mode))
+    src = src.rstrip("/") or "/"
+    with _parent(src) as (fd, name):
+        return total_size_at(fd, name, excludes)
+
+
+def total_size_at(dir_fd, name, excludes=()):
+    """The bytes of the regular files a transfer of ``name`` in ``dir_fd`` would write."""
+    return sum(st.st_size for _, _, _, st in _walk(dir_fd, name, "x", excludes)
+               if stat.S_ISREG(st.st_mode))
 
 
 def manifest_line(digest, name):
@@ -104,147 +158,6 @@ def free_bytes(path):
         path = os.path.dirname(path)
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize, path
-
-
-class Unpacker:
-    """Extracts a tar stream into ``dest`` as docker cp does: into it when it is a directory,
-    else as it (its parent must exist)."""
-
-    def __init__(self, dest, verify=False, manifest=None):
-        self.verify = verify
-        self.manifest = manifest
-        self.files = self.bytes = 0
-        self._made = []
-        self._dir_times = []
-        dest = os.path.abspath(dest)
-        if os.path.isdir(dest):
-            self.root, self.rename = dest, None
-        else:
-            self.root, self.rename = os.path.dirname(dest), os.path.basename(dest)
-            if not os.path.isdir(self.root):
-                raise TransferError("%s does not exist" % self.root)
-        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-
-    def run(self, fileobj):
-        import tarfile
-        try:
-            with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8",
-                              errors="surrogateescape", bufsize=CHUNK) as tar:
-                for member in tar:
-                    self._member(tar, member)
-            for dfd, mode, mtime in reversed(self._dir_times):
-                os.fchmod(dfd, mode)
-                os.utime(dfd, (mtime, mtime))
-        except (tarfile.TarError, EOFError) as exc:
-            self._undo()
-            raise TransferError("the stream broke after %d files (%d bytes): %s"
-                                % (self.files, self.bytes, exc)) from None
-        except BaseException:
-            self._undo()
-            raise
-        finally:
-            for dfd, _, _ in self._dir_times:
-                os.close(dfd)
-            for fd, _ in self._made:
-                os.close(fd)
-            os.close(self.root_fd)
-        return self.files, self.bytes
-
-    def _undo(self):
-        for parent_fd, name in reversed(self._made):
-            try:
-                os.rmdir(name, dir_fd=parent_fd)
-            except OSError:
-                pass
-
-    def _parts(self, name):
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if name.startswith("/") or ".." in parts or not parts:
-            raise TransferError("refused the stream: member %r is absolute or leaves the "
-                                "destination" % name)
-        if self.rename:
-            parts[0] = self.rename
-        return parts
-
-    def _dir(self, parts, create):
-        """An fd of the directory ``parts`` below the root, no symlink followed on the way."""
-        fd = os.dup(self.root_fd)
-        for part in parts:
-            try:
-                try:
-                    nfd = self._open_dir(fd, part)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o700, dir_fd=fd)
-                    self._made.append((os.dup(fd), part))
-                    nfd = self._open_dir(fd, part)
-            finally:
-                os.close(fd)
-            fd = nfd
-        return fd
-
-    @staticmethod
-    def _open_dir(parent, name):
-        try:
-            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-        except (NotADirectoryError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise TransferError("refused to write through %s: it is not a directory (a symlink is "
-                                "never followed)" % name) from None
-
-    def _member(self, tar, m):
-        parts = self._parts(m.name)
-        parent = self._dir(parts[:-1], create=True)
-        name = parts[-1]
-        try:
-            if m.isdir():
-                try:
-                    os.mkdir(name, 0o700, dir_fd=parent)
-                    self._made.append((os.dup(parent), name))
-                except FileExistsError:
-                    pass
-                dfd = self._open_dir(parent, name)
-                # Mode and time are set last: a read-only directory must still take its files.
-                self._dir_times.append((dfd, m.mode & 0o7777, m.mtime))
-            elif m.issym():
-                tmp = TMP_PREFIX + os.urandom(4).hex()
-                os.symlink(m.linkname, tmp, dir_fd=parent)
-                os.utime(tmp, (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
-                os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-            elif m.isreg():
-                self._file(tar, m, parent, name, "/".join(parts))
-        finally:
-            os.close(parent)
-
-    def _file(self, tar, m, parent, name, shown):
-        def fill(fd):
-            import hashlib
-            h = hashlib.sha256() if (self.verify or self.manifest is not None) else None
-            src = tar.extractfile(m)
-            left = m.size
-            with os.fdopen(os.dup(fd), "wb", buffering=0) as out:
-                while left:
-                    block = src.read(min(CHUNK, left))
-                    if not block:
-                        raise TransferError("the stream ended inside %s" % m.name)
-                    out.write(block)
-                    if h is not None:
-                        h.update(block)
-                    left -= len(block)
-            want = m.pax_headers.get(PAX_SHA)
-            if self.verify and want and want != h.hexdigest():
-                raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
-                                    % (m.name, h.hexdigest(), want))
-            return h
-        h = write_beside(parent, name, fill, m.mode & 0o7777, m.mtime)
-        self.files += 1
-        self.bytes += m.size
-        if self.manifest is not None:
-            # Relative to what was copied, so `sha256sum -c` runs in the source or the copy.
-            rel = shown.split("/", 1)[1] if "/" in shown else shown
-            self.manifest.write(manifest_line(h.hexdigest(), rel))
 
 
 def write_beside(dir_fd, final, fill, mode, mtime):
@@ -302,15 +215,19 @@ def _sendfile(src, dst):
     return os.sendfile(dst, src, None, 1 << 30)
 
 
-def receive_file(dest, name, mode, mtime, want_sha):
-    """One regular file from fd 0 (the client's own file, passed to us) to ``dest``: into it when it
-    is a directory, else as it; written beside it and renamed when complete. Returns (path, digest)."""
-    if os.path.isdir(dest):
-        parent, final = dest, name
-    else:
-        parent, final = os.path.dirname(os.path.abspath(dest)), os.path.basename(dest)
-    if not final or final in (".", "..") or "/" in final:
+def receive_file(dir_fd, dest, name, mode, mtime, want_sha):
+    """One regular file from fd 0 (the client's own file, passed to us) to ``dest`` in the
+    directory ``dir_fd``: into it when it is a directory (never through a symlink), else as it;
+    written beside it and renamed when complete. Returns (the name written, digest)."""
+    if not name or name in (".", "..") or "/" in name:
         raise TransferError("refused the file name %r" % name)
+    try:
+        parent = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        final, shown = name, os.path.join(dest, name)
+    except OSError:
+        parent, final, shown = os.dup(dir_fd), dest, dest
+
     def fill(fd):
         copy_fd(0, fd)
         digest = sha256_fd(fd) if want_sha else ""
@@ -318,11 +235,10 @@ def receive_file(dest, name, mode, mtime, want_sha):
             raise TransferError("%s: sha256 differs after the transfer (%s, expected %s)"
                                 % (final, digest, want_sha))
         return digest
-    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return os.path.join(parent, final), write_beside(dfd, final, fill, mode, mtime)
+        return shown, write_beside(parent, final, fill, mode, mtime)
     finally:
-        os.close(dfd)
+        os.close(parent)
 
 
 def sha256_path(path):

@@ -76,14 +76,15 @@ def test_allowed_rule_needs_no_person(d):
 def test_always_stores_an_exact_rule(d, tmp_path):
     proc = start(d, "exec", "--argv", "echo", "exactly", "this")
     r = approve(d, "approve", waiting_id(d), "--always")
-    assert r.returncode == 0 and "always = " in r.stdout and "policy.d" in r.stdout
+    assert r.returncode == 0 and '"exe": {"dev": ' in r.stdout and "policy.d" in r.stdout
     assert proc.communicate(timeout=20)[0] == b"exactly this\n"
     again = d.run("-k", TOKEN, "exec", "--argv", "echo", "exactly", "this", timeout=10)
     assert again.stdout == b"exactly this\n" and b"waiting" not in again.stderr
     other = start(d, "exec", "--argv", "echo", "something", "else")
     approve(d, "deny", waiting_id(d))
     assert other.wait(20) == 6
-    rule_file = d.base / "policy.d" / "asker.conf"
+    rule_file = d.base / "policy.d" / "asker.json"
+    assert json.loads(rule_file.read_text())["always"][0]["exe"]["path"] == "/usr/bin/echo"
     assert oct(rule_file.stat().st_mode & 0o777) == "0o600"
     d.signal(__import__("signal").SIGHUP)  # the drop-in is read back on reload
     time.sleep(0.3)

@@ -256,8 +256,8 @@ def test_bad_arguments_are_exit_7(daemon):
 
 
 def test_errors_are_one_line_without_traceback(daemon):
-    for args in (("-k", "x", "exec", "true"), ("-s", "/x", "ping"), ("--nope",), ("-T", "x", "exec", "t")):
-        err = daemon.run(*args).stderr.decode()
+    for args in (("exec", "true"), ("-s", "/x", "ping"), ("--nope",), ("-T", "x", "exec", "t")):
+        err = daemon.run(*args, env=daemon.env(HOSTLINK_TOKEN="x")).stderr.decode()
         assert err.count("\n") == 1 and "Traceback" not in err, err
 
 
@@ -307,10 +307,14 @@ def test_tty_stays_a_tty(daemon):
 def test_audit_records_request(daemon):
     daemon.run("exec", "echo audited")
     daemon.run("-k", "bad", "exec", "true")
-    lines = daemon.audit_lines(until=lambda ls: any(l.get("command") == "echo audited" for l in ls)
+    lines = daemon.audit_lines(until=lambda ls: any(l.get("command") == "echo audited" and
+                                                    l["event"] == "exec" for l in ls)
                                and any(l.get("result") == "auth_failed" for l in ls))
-    ok = [l for l in lines if l.get("command") == "echo audited"][0]
+    ok = [l for l in lines if l.get("command") == "echo audited" and l["event"] == "exec"][0]
     assert ok["client"] == "default" and ok["exit_code"] == 0 and ok["peer_uid"] == os.getuid()
+    # Its start was recorded before it ran: a running command is visible (issue 16).
+    start = [l for l in lines if l.get("command") == "echo audited" and l["event"] == "exec_start"]
+    assert [s["pid"] for s in start] == [ok["pid"]] and start[0]["result"] == "started"
     assert ok["peer_pid"] > 0 and "duration_ms" in ok
     bad = [l for l in lines if l.get("result") == "auth_failed"]
     assert bad and all(daemon.token not in json.dumps(l) for l in lines)

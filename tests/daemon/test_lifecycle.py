@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -116,7 +117,7 @@ def test_server_busy_at_max_concurrent(make_daemon, tmp_path):
     d = make_daemon("max_concurrent = 2")
     running = [d.popen("exec", "sleep 30") for _ in range(2)]
     wait_for(lambda: _running() == 2, 10, "two commands running")
-    r = d.run("exec", "true")
+    r = d.run("--no-wait", "exec", "true")  # without it, it would wait (test_slots.py)
     assert r.returncode == 4 and b"server busy" in r.stderr
     for p in running:
         p.kill()
@@ -183,6 +184,8 @@ def test_stale_socket_replaced_at_start(make_daemon):
 def test_second_daemon_on_same_socket_refused(daemon, tmp_path):
     r = _hostlinkd("-c", str(daemon.conf))
     assert r.returncode == 2 and b"already listening" in r.stderr
+    # The refused one leaves the first one's socket where it is.
+    assert daemon.run("ping").returncode == 0
 
 
 def test_world_readable_config_refused(make_daemon):
@@ -195,7 +198,7 @@ def test_world_readable_config_refused(make_daemon):
 
 def test_world_readable_token_file_refused(tmp_path):
     token = tmp_path / "token"
-    token.write_text("abc\n")
+    token.write_text("file-token-0123456789abcdef\n")
     os.chmod(token, 0o640)
     conf = tmp_path / "h.conf"
     conf.write_text("auth_token_file = %s\nsocket = %s/s.sock\n" % (token, tmp_path))
@@ -245,3 +248,23 @@ def test_many_concurrent_commands_each_get_their_own_output(make_daemon):
         out, err = p.communicate(timeout=60)
         assert (p.returncode, out) == (0, b"%d\n" % i), err
     assert "Traceback" not in d.log.read_text()
+
+
+def test_extra_socket_at_start_on_reload_and_gone_at_stop(make_daemon, tmp_path):
+    # OpenClaw's sandbox refuses to mount anything under /run: the daemon also listens elsewhere.
+    first, second = tmp_path / "sandbox-a" / "hostlink.sock", tmp_path / "sandbox-b" / "hostlink.sock"
+    d = make_daemon("extra_socket = %s" % first)
+    for path in (first, d.socket):
+        assert d.run("-s", str(path), "exec", "echo hi").stdout == b"hi\n"
+    assert stat.S_IMODE(os.stat(first).st_mode) == 0o660
+    d.write_conf("extra_socket = %s" % second)
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: d.run("-s", str(second), "ping").returncode == 0, 10, "the moved extra socket")
+    assert not first.exists() and d.run("-s", str(first), "ping").returncode == 2
+    d.write_conf("extra_socket = /proc/cannot-bind-here/hostlink.sock")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "cannot listen on /proc/cannot-bind-here" in d.log.read_text(), 10, "the refusal")
+    assert d.run("-s", str(second), "ping").returncode == 0
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0
+    assert not second.exists() and not os.path.exists(d.socket)

@@ -219,7 +219,8 @@ def test_slow_clients_do_not_block_a_good_one(make_daemon):
 
 
 def test_load_500_clients_served_or_busy_no_leak(make_daemon):
-    d = make_daemon("max_concurrent = 32\nmax_unauthenticated = 600\nmax_connections = 600")
+    d = make_daemon("max_concurrent = 32\nmax_unauthenticated = 600\nmax_connections = 600\n"
+                  "max_unauthenticated_per_peer = 600")
     good(d)
     fds_before = daemon_fds(d)
     results = []

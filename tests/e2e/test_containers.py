@@ -47,7 +47,8 @@ class HostInstall:
         self.root = base / "root"
         self.ws = base / "workspace"
         self.ws.mkdir(parents=True)
-        self.args = ["host", "--root", str(self.root), "--workspace", str(self.ws)]
+        # root, asked for: these tests read markers in pytest's root-only temporary directories
+        self.args = ["host", "--root", str(self.root), "--workspace", str(self.ws), "--run-as", "root"]
         self.report = install(*self.args)
         self.socket_dir = self.root / "run/hostlink"
         self.gid = grp.getgrnam("hostlink").gr_gid
@@ -167,6 +168,30 @@ def test_cp_between_container_and_host(agent, host):
     code, out, err = sh(agent, "cd ~ && hostlink get %s back && cmp back/sub/r.bin proj/sub/r.bin && "
                                "test -L back/link && test -d back/empty && cat 'back/a file'" % dest)
     assert code == 0 and out == "x y\n", err
+
+
+def test_an_agents_day_without_friction(agent, host):
+    # As uid 1000, with the workspace (and the client in it) read-only: help stays here, a near
+    # miss is named, shims go to ~/.local/bin, and a mapped workspace path reaches the host as
+    # the host's path (docker run -v "$PWD":/w through a shim mounts the right directory).
+    code, out, err = sh(agent, "hostlink exec --help")
+    assert code == 0 and out.startswith("usage: hostlink [OPTIONS] exec"), err
+    code, _, err = sh(agent, "hostlink exce ls")
+    assert code == 7 and "did you mean 'exec'?" in err
+    code, _, err = sh(agent, "hostlink shim install sh")
+    assert code == 7 and "would shadow" in err
+    code, out, err = sh(agent, "hostlink shim install printf")
+    assert code == 0 and out.startswith("/home/agent/.local/bin/printf -> runs printf on the host"), err
+    code, out, err = sh(agent, "hostlink shim list")
+    assert out.split() == ["printf", "/home/agent/.local/bin/printf"], err
+    (host.ws / "project").mkdir(exist_ok=True)
+    env = {"HOSTLINK_PATH_MAP": "/workspace=%s" % host.ws}
+    code, out, err = sh(agent, "cd /workspace/project && ~/.local/bin/printf '%s\\n' \"$PWD\":/w "
+                               "\"$PWD\" ./relative", env=env)
+    assert (code, out.split()) == (0, ["%s/project:/w" % host.ws, "%s/project" % host.ws,
+                                       "./relative"]), err
+    code, out, err = sh(agent, "hostlink shim remove printf && hostlink shim list")
+    assert code == 0 and out == "" and "no shims on PATH" in err
 
 
 def test_exit_codes_inside_container(agent):
@@ -292,7 +317,7 @@ def test_sidecar_enters_host_namespaces(tmp_path, images, docker_client, host_pr
     marker = tmp_path / ("sidecar-marker-" + uuid.uuid4().hex)
     marker.write_text("host side\n")
     conf = tmp_path / "hostlink.conf"
-    conf.write_text("auth_token = sidecar-secret\nsocket = /run/hostlink/hostlink.sock\n"
+    conf.write_text("auth_token = sidecar-secret-0123456789\nsocket = /run/hostlink/hostlink.sock\n"
                     "socket_mode = 0666\nnode_name = %s\nnamespace_pid = %d\n"
                     "audit_log = /var/log/hostlink/audit.log\n" % (HOSTNAME, host_process))
     os.chmod(conf, 0o600)
@@ -305,7 +330,7 @@ def test_sidecar_enters_host_namespaces(tmp_path, images, docker_client, host_pr
     daemon.start()
     client = DockerContainer(images["agent"]).with_command("sleep infinity")
     client.with_volume_mapping(volume.name, "/run/hostlink", "rw")
-    client.with_env("HOSTLINK_TOKEN", "sidecar-secret")
+    client.with_env("HOSTLINK_TOKEN", "sidecar-secret-0123456789")
     client.with_kwargs(user="1000", labels=dict(LABEL))
     client.start()
     try:

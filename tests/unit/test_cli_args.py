@@ -35,6 +35,15 @@ def test_exec_options_then_command_words():
     assert words == ["-la"]
 
 
+def test_near_miss_distance():
+    from hostlink.client.help import distance, nearest
+    assert [distance(a, b) for a, b in (("exce", "exec"), ("exec", "exec"), ("pnig", "ping"),
+                                        ("", "ab"), ("kitten", "sitting"))] == [1, 0, 1, 2, 3]
+    assert nearest("exce", ["exec", "ping", "job"]) == ["exec"]
+    assert nearest("x", ["exec", "ping"]) == []  # one letter is no near miss of anything
+    assert nearest("frobnicate", ["exec", "ping"]) == []
+
+
 @pytest.mark.parametrize("args", [["--nope"], ["-k"], ["--json=1"]])
 def test_bad_options(args):
     with pytest.raises(UsageError):
@@ -61,6 +70,9 @@ def test_client_imports_stay_light(client_app, args):
     heavy = {"re", "json", "socket", "enum", "argparse", "getopt", "gettext", "selectors"}
     if args == ["--version"]:
         heavy.add("os")  # -S leaves os unloaded; the client uses posix (the exec case fails and explains)
+    # Help, near misses, progress and shims load only when asked for.
+    heavy |= {"hostlink.client." + m for m in ("help", "usage", "progress", "shims", "shimrun",
+                                               "pathmap", "transfer", "tarpipe")}
     assert not heavy & loaded, sorted(heavy & loaded)
 
 

@@ -213,3 +213,17 @@ def test_kill_is_a_request_of_its_own():
     running.receive_data(p.encode(p.Kill(1, 2)))
     with pytest.raises(p.ProtocolError):
         running.next_event()  # not on the command's own connection: Signal is for that
+
+
+def test_fields_new_in_0_2_round_trip_and_older_peers_ignore_them():
+    for event in (p.Exec(command="x", queue=True, no_timeout=True), p.Error("busy", "m", 127),
+                  p.Waiting("", "n", "t", 5, "slot")):
+        assert p.decode_fields(type(event), p.encode(event)[5:]) == event
+    # What an older daemon sends (no status, no kind) reads as the defaults.
+    old_error = b"".join(p._field(k, v) for k, v in ((("code", b"busy"), ("message", b"m"))))
+    assert p.decode_fields(p.Error, old_error) == p.Error("busy", "m", 0)
+    old_wait = b"".join(p._field(k, v) for k, v in (("id", b"a"), ("node", b"n"), ("text", b"t"),
+                                                     ("timeout_ms", b"5")))
+    assert p.decode_fields(p.Waiting, old_wait).kind == "approval"
+    # What an older client sends: no queue, no no_timeout.
+    assert p.decode_fields(p.Exec, p._field("command", b"x")) == p.Exec(command="x")

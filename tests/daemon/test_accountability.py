@@ -1,0 +1,116 @@
+"""Issue 16: quotas with a clear refusal, an audit you can rely on, and a loop that never waits
+on a client's file. Attackers run as uid 65534 against a real daemon."""
+
+import json
+import subprocess
+import time
+
+from tests.conftest import wait_for
+from tests.daemon.test_availability import baseline, nobody, public, settled
+
+TOKEN = "asker-token-0123456789"
+
+
+def test_jobs_are_counted_per_client(make_daemon, tmp_path):
+    # Old code: detached jobs were counted nowhere (30 at once under max_concurrent = 2).
+    d = make_daemon("job_spool_dir = %s\nmax_jobs_per_client = 3\nmax_jobs = 10\n" % (tmp_path / "j"))
+    base = baseline(d)
+    codes = [d.run("exec", "-D", "sleep 30").returncode for _ in range(5)]
+    assert codes == [0, 0, 0, 4, 4]
+    r = d.run("exec", "-D", "sleep 30")
+    assert b"max_jobs_per_client = 3" in r.stderr, r.stderr
+    for ident in json.loads(d.run("-j", "job", "list").stdout)["jobs"]:
+        d.run("job", "cancel", "--kill", ident["id"])
+    wait_for(lambda: d.run("exec", "-D", "true").returncode == 0, 20, "a slot back")
+    settled(d, base)
+
+
+def test_pending_approvals_are_capped_per_client(make_daemon):
+    d = make_daemon("max_pending_approvals = 2\napproval_timeout_ms = 30000\n"
+                    "[client asker]\ntoken = %s\nask_shell = true\n" % TOKEN)
+    waiting = [d.popen("-k", TOKEN, "exec", "true") for _ in range(2)]
+    wait_for(lambda: d.audit_lines() and sum(l.get("result") == "waiting"
+                                             for l in d.audit_lines()) == 2, 10, "two waiting")
+    r = d.run("-k", TOKEN, "exec", "true")
+    assert r.returncode == 4 and b"max_pending_approvals = 2" in r.stderr, r.stderr
+    for w in waiting:
+        w.kill()
+        w.wait()
+
+
+def test_audit_escapes_line_breaks_and_bounds_client_fields(make_daemon):
+    # Old code: U+2028, U+2029 and U+0085 went raw; the HLNK type of an unauthenticated peer was
+    # written whole (160-260 MB in 2 s); the HLK2 Auth client field up to 128 KiB.
+    d, base = public(make_daemon)
+    nobody(d, """
+s = conn(); s.sendall(p.PREFACE + p.encode(p.Exec(command="x"))); s.close()
+for i in range(3):
+    s = conn()
+    body = json.dumps({"version": 1, "type": "T" * 500000, "token": "bad"}).encode()
+    s.sendall(b"HLNK" + len(body).to_bytes(4, "big") + body); s.recv(100); s.close()
+    s = conn()
+    s.sendall(p.PREFACE + p.encode(p.Auth("bad", "C" * 100000))); s.recv(100); s.close()
+""")
+    r = d.run("exec", "echo ok # \u2028 \u2029 \u0085 end")
+    assert r.returncode == 0
+    raw = d.audit.read_bytes()
+    for ch in ("\u2028", "\u2029", "\u0085"):
+        assert ch.encode() not in raw
+    assert len(raw) < 100000, len(raw)
+    lines = [json.loads(l) for l in raw.split(b"\n") if l]
+    assert any(l.get("command", "").endswith("\u2028 \u2029 \u0085 end") for l in lines)
+    infos = [l["client_info"] for l in lines if "client_info" in l]
+    assert infos and all(i.endswith("...[100000 chars]") for i in infos)
+    settled(d, base)
+
+
+def test_audit_failure_refuses_new_commands_and_leaves_no_torn_line(daemon):
+    # Old code: commands ran unrecorded when the audit log could not be written, and a half
+    # written line stayed.
+    assert daemon.run("exec", "true").returncode == 0
+    wait_for(lambda: daemon.audit.read_bytes().endswith(b"\n") and
+             b'"event":"exec"' in daemon.audit.read_bytes(), 10, "the first record")
+    size = daemon.audit.stat().st_size
+    subprocess.run(["prlimit", "--pid", str(daemon.proc.pid), "--fsize=%d:" % (size + 100)], check=True)
+    try:
+        first = daemon.run("exec", "echo first-after")
+        r = daemon.run("exec", "echo must-not-run")
+        assert r.returncode != 0 and b"audit log" in r.stderr and b"must-not-run" not in r.stdout, \
+            (first, r)
+        assert daemon.audit.read_bytes().endswith(b"\n")
+        for line in daemon.audit.read_bytes().splitlines():
+            json.loads(line)
+    finally:
+        subprocess.run(["prlimit", "--pid", str(daemon.proc.pid), "--fsize=unlimited:"], check=True)
+    wait_for(lambda: daemon.run("exec", "true").returncode == 0, 10, "commands again")
+
+
+def test_a_lease_on_argv0_does_not_freeze_the_daemon(make_daemon):
+    # Old code: checking whether argv[0] is the hostlink client opened it in the daemon's only
+    # thread: a write lease held every client for lease-break-time (45 s).
+    d, base = public(make_daemon)
+    lease = nobody(d, """
+import fcntl, signal
+path = "/tmp/hostlink-lease-%d" % os.getpid()
+with open(path, "w") as f:
+    f.write("#!/bin/sh\\necho leased\\n")
+os.chmod(path, 0o755)
+fd = os.open(path, os.O_RDWR)
+signal.signal(signal.SIGIO, signal.SIG_IGN)  # told of the break: keep the lease regardless
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+print(path, flush=True)
+sys.stdin.read()
+os.unlink(path)
+""", wait=False)
+    try:
+        path = lease.stdout.readline().decode().strip()
+        assert path
+        runner = d.popen("exec", "--argv", path)
+        time.sleep(0.5)
+        # Old code: this ping waits behind the lease (lease-break-time, 45 s): TimeoutExpired.
+        assert d.run("ping", timeout=20).returncode == 0
+    finally:
+        lease.stdin.close()
+        lease.wait()
+    runner.wait(60)
+    settled(d, base)
