@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from . import CLIENT_NAMES
-from .errors import HostlinkError, Interrupted, UsageError
+from .errors import HostlinkError, Interrupted, TransferFailed, UsageError
 
 # option -> (destination, takes a value); long and short spellings of the first hostlink too.
 OPTIONS = {
@@ -151,6 +151,8 @@ def run(argv, environ, compat=False):
     """Run the command line ``argv``; returns the exit code."""
     opts = Options()
     opts.compat = compat
+    # Its client had no line to wait in: a full daemon answers busy at once, as it did.
+    opts.no_wait = compat
     warnings = []  # lines worth telling but not fatal (targets.conf); told at the end
     try:
         code = dispatch(argv, opts, environ, warnings)
@@ -223,6 +225,8 @@ def exit_code(exc, compat, exit_status):
     """The exit code for ``exc``: ours, the first hostlink's (compat), or ssh's (-x)."""
     if isinstance(exc, Interrupted):  # 128+N in every mode, as a shell reports Ctrl-C (130)
         return exc.exit_code
+    if compat and isinstance(exc, TransferFailed):  # its client's own failure: 125
+        return 125
     if compat:  # the first hostlink's codes: 124 timeout, 1 for a missing job, 125 itself
         return {5: 124, 1: 1}.get(exc.exit_code, 125)
     if exit_status:  # 127 for a program not found, as a shell says it
