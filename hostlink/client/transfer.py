@@ -6,7 +6,7 @@ import os
 from ..wire.protocol import Exec
 from . import output, tarpipe, targets_conf
 from ..wire import plain
-from .errors import TransferFailed, UsageError
+from .errors import RemoteFailed, TransferFailed, UsageError
 from .session import Session, connect_timeout, endpoint, need_token, raise_for, whole_ms
 
 
@@ -132,7 +132,8 @@ def _transfer(opts, environ, warnings, direction, target, local, remote, exclude
         raise TransferFailed(plain.words(exc, " here")) from None
     except TransferFailed as exc:
         if opts.compat and getattr(exc, "reason", None):  # the first hostlink's words
-            raise TransferFailed("cannot open %s on the host: %s" % (exc.path, exc.reason)) from None
+            # a path its daemon could not open: its exit 1, as for a command that failed there
+            raise RemoteFailed("cannot open %s on the host: %s" % (exc.path, exc.reason)) from None
         raise
     raise_for(result)
     if result.returncode:
