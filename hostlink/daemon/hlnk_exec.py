@@ -4,7 +4,6 @@ request and the conf set (``default_max_output_bytes``, ``max_output_bytes``), a
 kept it, and answered in one JSON object. No input is taken; a hang-up ends the command.
 """
 
-import errno
 import json
 import logging
 import os
@@ -12,10 +11,10 @@ import os
 from ..wire import protocol as p
 from ..wire.hlnk import DEFAULT_OUTPUT_CAP
 from . import execute
-from .channel import TooManyFds, wait_readable
+from .channel import TooManyFds
 from .errors import BadRequest, Refused
 from .hlnk_request import status_of
-from .running import RELAY_CHUNK
+from .running import RELAY_CHUNK, readable_again
 
 log = logging.getLogger("hostlinkd")
 _SAFE_ID = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
@@ -187,13 +186,8 @@ class Capture:
             try:
                 data = os.read(fd, RELAY_CHUNK)
             except OSError as exc:
-                if exc.errno == errno.EIO:
-                    return  # a pseudo-terminal whose other side closed: its end of file
-                if not isinstance(exc, BlockingIOError):
-                    raise
-                if command.exited.done():
-                    return  # what a background child writes later is not waited for
-                await wait_readable(command.loop, fd, until=command.exited)
+                if not await readable_again(command, fd, exc):
+                    return
                 continue
             if not data:
                 return

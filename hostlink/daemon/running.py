@@ -216,6 +216,19 @@ async def client_input(chan, conn, fds, command, pipes):
         command.hang_up()
 
 
+async def readable_again(command, fd, exc):
+    """After ``exc`` from reading a command's output pipe: True once it may be read again,
+    False at its end (raises what is not an empty pipe or a closed terminal)."""
+    if exc.errno == errno.EIO:
+        return False  # a pseudo-terminal whose other side closed: its end of file
+    if not isinstance(exc, BlockingIOError):
+        raise exc
+    if command.exited.done():
+        return False  # what a background child writes later is not waited for
+    await wait_readable(command.loop, fd, until=command.exited)
+    return True
+
+
 async def pump(chan, conn, fd, kind, command):
     """Relay one output pipe as frames until EOF, or until drained once the command ended."""
     buf = bytearray(RELAY_CHUNK)  # reused: no allocation per chunk
@@ -225,14 +238,9 @@ async def pump(chan, conn, fd, kind, command):
         try:
             n = os.readv(fd, [buf])
         except OSError as exc:
-            if exc.errno == errno.EIO:
-                return  # a pseudo-terminal whose other side closed: its end of file
-            if not isinstance(exc, BlockingIOError):
-                raise
-            if command.exited.done():
-                return  # what a background child writes later is not waited for
+            if not await readable_again(command, fd, exc):
+                return
             streaming = False
-            await wait_readable(command.loop, fd, until=command.exited)
             continue
         if not n:
             return
