@@ -42,6 +42,17 @@ async def wait_readable(loop, fd, until=None):
             until.remove_done_callback(wake)
 
 
+async def ended(*tasks):
+    """Cancel ``tasks`` and wait until they have ended. A cancelled reader keeps its add_reader on
+    the socket until it runs once more, and its cleanup then removes whatever reader is there:
+    the linger's, which then waited its full 2 s for a peer long gone (and lost the audit line
+    if the daemon stopped meanwhile)."""
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
 async def wait_writable(loop, fd):
     fut = loop.create_future()
     loop.add_writer(fd, _wake, fut)

@@ -3,7 +3,7 @@
 The first bytes tell HLK2, TLS (then HLK2) and the first hostlink's HLNK (hlnk.py) apart. An HLK2
 connection authenticates under the auth deadline, then makes one request, which REQUESTS hands to
 its handler by event type. Nothing is spawned before the token matched. The connection owns its
-audit line: its steps add what they learn, and it is written once, when the connection ends.
+audit line: its steps add what they learn, and it is written once, when the request is done.
 """
 
 import asyncio
@@ -214,19 +214,22 @@ class Session:
         close_all(self.fds)
         evicted = self.slot.state == "closing"
         self.slot.closing()  # saying goodbye holds no slot
-        if self.chan is not None:
+        self._write_record()  # before the goodbye: a daemon stopping meanwhile loses no line
+        if self.chan is None:
+            self.sock.close()
+            return
+        try:
             if not evicted and self.state.limits.linger_ok():
                 await self.chan.linger()
+        finally:
             self.chan.close()
-        else:
-            self.sock.close()
-        if self.record.get("result") == "evicted":
-            return  # a flood of these would only flood the log
-        if "client" not in self.record and self.record and \
-                not self.state.audit.unauthenticated(self.peer.limit_key):
+
+    def _write_record(self):
+        if not self.record or self.record.get("result") == "evicted":
+            return  # a flood of evictions would only flood the log
+        if "client" not in self.record and not self.state.audit.unauthenticated(self.peer.limit_key):
             return  # counted in status (audit_suppressed), not written
-        if self.record:
-            self.state.audit.write(**self.record, **self.peer.fields())
+        self.state.audit.write(**self.record, **self.peer.fields())
 
 
 # The one request of a connection, by event type; an Exec with detach (exec -D) starts a job.

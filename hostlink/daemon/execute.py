@@ -20,7 +20,7 @@ from collections import namedtuple
 from ..wire import protocol as p
 from . import policy, running, spawn
 from .approvals import describe, signature
-from .channel import close_all
+from .channel import close_all, ended
 from .errors import BadRequest, Busy, Denied, Internal, Refused
 
 # What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where
@@ -85,9 +85,9 @@ async def _approval(state, client, req, target, exchange):
     gone = state.loop.create_task(exchange.until_closed())
     done, _ = await asyncio.wait({ask, gone}, return_when=asyncio.FIRST_COMPLETED)
     if ask in done:
-        gone.cancel()
+        await ended(gone)
         return ask.result()
-    ask.cancel()
+    await ended(ask, gone)
     raise ConnectionResetError("the client went away while waiting for approval")
 
 

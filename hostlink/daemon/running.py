@@ -18,7 +18,7 @@ import time
 from ..wire import protocol as p
 from ..wire.pipes import grow as grow_pipe
 from . import spawn
-from .channel import TooManyFds, next_event, wait_readable, wait_writable, within
+from .channel import TooManyFds, ended, next_event, wait_readable, wait_writable, within
 
 log = logging.getLogger("hostlinkd")
 
@@ -182,8 +182,7 @@ async def run(command, exchange, pipes, timeout):
         command.hang_up()
         await command.exited
     finally:
-        for t in tasks:
-            t.cancel()
+        await ended(*tasks)
 
 
 async def client_input(chan, conn, fds, command, pipes):

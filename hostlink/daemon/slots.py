@@ -9,6 +9,7 @@ oldest waiter first, as a ticket taken for it at that moment, so a newcomer neve
 import asyncio
 import collections
 
+from .channel import ended
 from .errors import Busy, ShuttingDown
 
 # A request that waits this long is told so (Waiting, kind "slot"): shorter waits say nothing,
@@ -64,7 +65,7 @@ class Slots:
                 done, _ = await asyncio.wait({got, gone}, timeout=wait_ms / 1000 - NOTICE_AFTER_S,
                                              return_when=asyncio.FIRST_COMPLETED)
         finally:
-            gone.cancel()
+            await ended(gone)
         if got.done():
             if got.result() is not None:
                 return got.result()

@@ -114,3 +114,16 @@ os.unlink(path)
         lease.wait()
     runner.wait(60)
     settled(d, base)
+
+
+def test_no_record_is_lost_when_the_daemon_stops(daemon):
+    # Old code: a finished command's record was written after the connection's goodbye, which
+    # often waited its full 2 s (a cancelled reader took the linger's wake-up with it): a daemon
+    # stopped meanwhile lost the records of commands that had run (about half of these).
+    for flags in ((), ("--relay",), ("--tty",)):
+        for _ in range(10):
+            assert daemon.run("exec", *flags, "echo recorded").returncode == 0
+    daemon.stop()
+    records = daemon.audit_lines()
+    for event in ("exec_start", "exec"):
+        assert sum(l["event"] == event for l in records) == 30, records
