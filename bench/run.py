@@ -6,17 +6,22 @@ Starts its own hostlinkd on a temporary socket, an agent container (uid 1000) wi
 directory mounted, and an sshd on loopback, then measures each figure as a median over repeated
 runs and writes a markdown table to bench/results/. ``--against DIR`` times another checkout of
 hostlink (``git worktree add DIR REV``) beside this one in the same rounds: its own client
-against its own daemon, for before/after figures of a change (latency and client sections). Needs root and a Docker engine (scripts/test
-sets one up); openssh-server is installed when missing. Numbers are printed, never asserted.
+against its own daemon, for before/after figures of a change (latency, client and memory
+sections). Needs root and a Docker engine (scripts/test sets one up; the memory section needs
+none); openssh-server is installed when missing. Numbers are printed, never asserted.
 """
 
 import argparse
 import json
 import os
 import platform
+import re
+import selectors
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -110,7 +115,14 @@ res = list(out.values())
 print(json.dumps({"total_ms": total, "latency_ms": lat, "busy": res.count("busy"),
                   "errors": [r for r in res if r not in ("ok", "busy")], "single_ms": single}))
 """
-SECTIONS = ("latency", "throughput", "concurrency", "tcp", "files", "client_start")
+SECTIONS = ("latency", "throughput", "concurrency", "tcp", "files", "client_start", "memory")
+NO_DOCKER = ("memory",)  # sections that need no container
+# What max_concurrent commands at once write to stdout and to stderr each, for the memory section:
+# text, and the worst for an HLNK result held in memory: NUL bytes (6 JSON characters each,
+# "\u0000") after one 4-byte UTF-8 character, which makes the decoded text and its JSON 4 bytes
+# a character (as in binary output: random bytes hold such characters every few KB).
+OUTPUTS = {"text": "head -c %d /dev/zero | tr '\\0' a",
+           "binary": "{ printf '\\360\\237\\230\\200'; head -c %d /dev/zero; }"}
 
 
 def median_ms(fn, n):
@@ -453,6 +465,52 @@ class Bench:
             h = median_ms(lambda: run([self.app, "--help"], env=env), n)
             self.row("client", "hostlink --help (%s)" % py, h, "ms", bare)
 
+    def memory(self):
+        """The daemon's peak RSS (VmHWM) under max_concurrent (16) HLNK execs at once, each writing
+        far more than the cap to stdout and to stderr: an HLNK result is held in memory and
+        answered as one JSON frame, so this is its worst case. HLK2's relay, which streams, beside
+        it; with --against, the other checkout's daemon the same way. A daemon each, fresh: VmHWM
+        is the peak of a process's whole life."""
+        n, size, mib = 16, 100_000_000, 1 << 20
+        cap = 4 * mib  # hlnk_exec.MEMORY_CAP: kept per stream when the conf names no cap
+        goals = {}
+        # (bytes of JSON a byte of output, bytes a character of its str): text 1 and 1; binary 6
+        # ("\u0000") and 4 (one 4-byte character makes the whole str 4 bytes a character).
+        for kind, (js, wide) in (("text", (1, 1)), ("binary", (6, 4))):
+            # Every answer held until its client took it, with the output kept (x js + 1); one
+            # answer encoded at a time (one thread): its text, its JSON chunks and their join.
+            held, encoding = 2 * cap * (js + 1), 2 * cap * (wide + 2 * js * wide)
+            goals[kind] = ("goal: bounded, <= %.0f MiB = %d x 2 x 4 MiB x %d (answers held, "
+                           "output kept) + 2 x 4 MiB x %d (one answer being encoded)"
+                           % ((n * held + encoding) / mib, n, js + 1, wide + 2 * js * wide))
+        what = "%s, stdout and stderr 2 x %d MB each" % ("%s", size // 10**6)
+        idle = None
+        for kind in ("text", "binary"):
+            proc, sock = self.daemon("mem-" + kind, n)
+            if idle is None:
+                idle = _rss(proc.pid)
+                self.row("memory", "daemon RSS idle (max_concurrent %d)" % n, idle / 1024, "MB")
+            peak, note = _peak(proc, lambda: _hlnk_burst(sock, _both(OUTPUTS[kind] % size), n))
+            self.row("memory", "peak RSS, %d x HLNK exec at once, %s" % (n, what % kind),
+                     peak / 1024, "MB", idle / 1024, "%s; %s" % (note, goals[kind]))
+        proc, sock = self.daemon("mem-relay", n)
+        peak, note = _peak(proc, lambda: _relay_burst(sock, _both(OUTPUTS["binary"] % size), n))
+        self.row("memory", "peak RSS, %d x HLK2 --relay exec at once, %s" % (n, what % "binary"),
+                 peak / 1024, "MB", idle / 1024, note + "; streamed, no cap")
+        if not self.against:
+            return
+        # The first daemon kept 64 MiB a stream. Binary once only: one such answer took it to
+        # 6.8 GB (its 768 MiB of JSON built as str at 4 bytes a character), 16 would not fit.
+        for kind, count in (("text", n), ("binary", 1)):
+            proc, sock = self.daemon("mem-against-" + kind, n, src=self.against)
+            old_idle = _rss(proc.pid)
+            peak, note = _peak(proc, lambda: _hlnk_burst(sock, _both(OUTPUTS[kind] % size), count))
+            self.row("memory", "peak RSS, %s, %s, %s"
+                     % ("%d x HLNK exec at once" % count if count > 1 else "one HLNK exec",
+                        what % kind, self.against_label), peak / 1024, "MB", old_idle / 1024,
+                     note + "; its cap: 64 MiB a stream" + ("" if count == n else
+                     "; once, not %d times: 16 would not fit in %d GiB" % (n, _mem_total() >> 20)))
+
     def close(self):
         for p in self.daemons:
             p.send_signal(signal.SIGTERM)
@@ -490,6 +548,106 @@ class Bench:
         print("\nwrote", path)
 
 
+def _both(gen):
+    """A command writing what ``gen`` writes to stdout, then the same to stderr."""
+    return "%s; %s >&2" % (gen, gen)
+
+
+def _peak(proc, burst):
+    """The daemon's VmHWM (kB) after ``burst()``, and a note: what came back, in how long. The
+    daemon is stopped then: what it may still hold is not left to the sections after."""
+    t = time.perf_counter()
+    note = burst()
+    took = time.perf_counter() - t
+    peak = _hwm(proc.pid)
+    proc.terminate()
+    proc.wait()
+    return peak, "%s, %.1f s" % (note, took)
+
+
+def _hlnk_burst(path, command, n):
+    """``n`` HLNK exec requests at once, a connection each, read by this one process; each answer
+    is checked for its status and truncation flags (from its last bytes: the answer of a daemon
+    without a cap may be over a GB of JSON, never held here whole)."""
+    from hostlink.wire import hlnk
+    sel = selectors.DefaultSelector()
+    for i in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(hlnk.encode({"version": 1, "type": "exec", "id": "mem%d" % i, "token": TOKEN,
+                               "command": command, "timeout_ms": 120000}))
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, {"got": 0, "head": b"", "tail": b""})
+    answers = []
+    while len(answers) < n:
+        for key, _ in sel.select():
+            st, data = key.data, key.fileobj.recv(1 << 20)
+            st["got"] += len(data)
+            st["head"] = (st["head"] + data[:256])[:256]
+            st["tail"] = (st["tail"][-4096:] + data[-4096:])[-4096:]
+            whole = (len(st["head"]) >= 8
+                     and st["got"] >= 8 + struct.unpack(">I", st["head"][4:8])[0])
+            if whole or not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                answers.append(_hlnk_answer(st, whole))
+    ok = [a for a in answers if a.get("status") == "ok"]
+    flagged = [a for a in ok if a.get("stdout_truncated") and a.get("stderr_truncated")]
+    kept = max((a["size"] for a in answers), default=0)
+    note = "%d/%d ok, %d truncated with both flags, answers up to %.1f MiB" % (
+        len(ok), n, len(flagged), kept / (1 << 20))
+    bad = [a for a in answers if a not in flagged]
+    return note + ("; %s" % bad[0] if bad else "")
+
+
+def _hlnk_answer(st, whole):
+    if not whole:
+        return {"status": "cut short after %d bytes" % st["got"], "size": st["got"]}
+    status = re.search(rb'"status": "(\w+)"', st["head"])
+    tail = st["tail"]
+    at = tail.rfind(b'"stdout_truncated"')
+    out = json.loads(b"{" + tail[at:]) if at >= 0 else {}
+    out.update(status=status.group(1).decode() if status else None, size=st["got"])
+    return out
+
+
+def _relay_burst(path, command, n):
+    """``n`` HLK2 exec requests at once in relay mode; their output counted and dropped."""
+    from hostlink.wire import protocol as p
+    sel = selectors.DefaultSelector()
+    for i in range(n):
+        conn = p.Connection(p.CLIENT)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(conn.send(p.Auth(TOKEN, "bench"))
+                  + conn.send(p.Exec(command=command, mode="relay")))
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, [conn, 0])
+    codes = []
+    while len(codes) < n:
+        for key, _ in sel.select():
+            conn, data = key.data[0], key.fileobj.recv(1 << 20)
+            conn.receive_data(data)
+            while True:
+                ev = conn.next_event()
+                if isinstance(ev, (p.Stdout, p.Stderr)):
+                    key.data[1] += len(ev.data)
+                    continue
+                if ev is p.NEED_DATA and data:
+                    break
+                if isinstance(ev, (p.Exit, p.Error)) or ev is None or ev is p.NEED_DATA:
+                    codes.append((getattr(ev, "exit_code", ev), key.data[1]))
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                    break
+    full = sum(1 for code, got in codes if code == 0)
+    return "%d/%d exit 0, %.0f MB relayed each" % (full, n, max(got for _, got in codes) / 1e6)
+
+
+def _mem_total():  # kB
+    return _status_file("/proc/meminfo", "MemTotal:")
+
+
 def _rss(pid):
     return _status(pid, "VmRSS:")
 
@@ -499,7 +657,11 @@ def _hwm(pid):
 
 
 def _status(pid, key):
-    with open("/proc/%d/status" % pid) as f:
+    return _status_file("/proc/%d/status" % pid, key)
+
+
+def _status_file(path, key):
+    with open(path) as f:
         for line in f:
             if line.startswith(key):
                 return int(line.split()[1])
@@ -522,7 +684,8 @@ def main():
     b.full = set(only) == set(SECTIONS)
     try:
         _, b.sock = b.daemon("main")
-        b.container()
+        if set(only) - set(NO_DOCKER):
+            b.container()
         for name in SECTIONS:
             if name not in only:
                 continue
