@@ -544,7 +544,7 @@ class Bench:
             f.write("\nAnchors given with the issue (measured here before): docker exec about 61 ms; ssh to "
                     "loopback about 300 ms, 93 ms shared; python3 -I -S -c pass about 8 ms; 1 GiB through a "
                     "local pipe about 0.24 s, docker exec about 2.5 s, ssh about 2.9 s. This machine is a "
-                    "shared 2-core VM: figures move by 20-50%% between runs.\n\n" + OPTIMIZATIONS)
+                    "shared 2-core VM: figures move by 20-50% between runs.\n\n" + OPTIMIZATIONS)
         print("\nwrote", path)
 
 
