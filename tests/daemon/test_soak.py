@@ -137,12 +137,16 @@ class Soak:
         dest = self.tmp / "xfer" / str(n)
         if n % 4 == 3:  # killed mid-stream: nothing of it may stay visible
             dest.mkdir(parents=True)
+            began = time.monotonic()
             proc = self.d.popen("put", str(self.tmp / "sparse.bin"), str(dest),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
-                wait_for(lambda: os.listdir(dest), 20, "the put to start")
+                wait_for(lambda: os.listdir(dest) or proc.poll() is not None, 20, "the put to start")
             except AssertionError as exc:
-                self.result("put killed", time.monotonic(), False, str(exc))
+                self.result("put killed", began, False, str(exc))
+            if proc.poll() is not None:
+                self.result("put killed", began, False, "ended first: exit %d %r" % (
+                    proc.returncode, proc.stderr.read()[-300:]))
             time.sleep(random.uniform(0, 0.3))
             proc.kill()
             proc.wait()
