@@ -170,3 +170,18 @@ def test_jobs_of_a_previous_daemon_are_counted_after_a_restart(make_daemon, tmp_
     wait_for(lambda: d.run("exec", "-D", "true").returncode == 0, 20, "a job slot back")
     settled(d, base)
 
+
+def test_job_spool_bytes_are_capped_in_total(make_daemon, tmp_path):
+    d = make_daemon("job_spool_dir = %s\njob_max_spool_bytes = 1000\njob_spool_total_bytes = 2500\n"
+                    % (tmp_path / "j"))
+    base = baseline(d)
+    assert [d.run("exec", "-D", "sleep 30").returncode for _ in range(2)] == [0, 0]
+    r = d.run("exec", "-D", "sleep 30")
+    assert r.returncode == 4 and b"job_spool_total_bytes = 2500" in r.stderr, r.stderr
+    assert status(d)["job_spool_reserved_bytes"] == 2000
+    first, second = jobs(d)
+    assert d.run("job", "cancel", "--kill", first).returncode == 0
+    wait_for(lambda: d.run("exec", "-D", "sleep 30").returncode == 0, 20, "spool bytes back")
+    for ident in jobs(d):
+        d.run("job", "cancel", "--kill", ident)
+    settled(d, base)
