@@ -185,3 +185,44 @@ def test_job_spool_bytes_are_capped_in_total(make_daemon, tmp_path):
     for ident in jobs(d):
         d.run("job", "cancel", "--kill", ident)
     settled(d, base)
+
+
+def test_a_fifo_as_argv0_does_not_block_the_daemon(make_daemon):
+    # The issue: checking whether argv[0] is the hostlink client opened it in the daemon's only
+    # thread, and a FIFO swapped in after the stat blocked that open (and every client) forever.
+    d, base = public(make_daemon)
+    swapper = nobody(d, """
+import select
+path = "/tmp/hostlink-fifo-%d" % os.getpid()
+os.mkfifo(path)
+print(path, flush=True)
+sys.stdin.readline()  # first a FIFO standing still, then swapped with a script, round and round
+while not select.select([sys.stdin], [], [], 0)[0]:
+    with open(path + ".sh", "w") as f:
+        f.write("#!/bin/sh\\necho swapped\\n")
+    os.chmod(path + ".sh", 0o755)
+    os.rename(path + ".sh", path)
+    os.mkfifo(path + ".fifo")
+    os.rename(path + ".fifo", path)
+os.unlink(path)
+""", wait=False)
+    try:
+        path = swapper.stdout.readline().decode().strip()
+        assert path
+        fifo = d.popen("exec", "--argv", path)
+        assert d.run("ping", timeout=20).returncode == 0
+        _, err = fifo.communicate(timeout=20)
+        assert fifo.returncode == 1 and err == b"hostlink: %s: Permission denied\n" % path.encode()
+        swapper.stdin.write(b"go\n")
+        swapper.stdin.flush()
+        for _ in range(20):
+            # Whichever it meets: refused, run, or (-T) killed when the script's shell opened the
+            # FIFO by name and waited there for a writer. Each ends, in one line at most.
+            r = d.run("-T", "1000", "exec", "--argv", path, timeout=20)
+            assert r.returncode in (0, 1, 5) and r.stderr.count(b"\n") <= 1, r
+            assert b"Traceback" not in r.stderr, r
+            assert d.run("ping", timeout=20).returncode == 0
+    finally:
+        swapper.stdin.close()
+        swapper.wait()
+    settled(d, base)
