@@ -3,11 +3,13 @@
 Each job is a directory ``SPOOL/ID`` (0700) with ``job.json`` (what to run, for which client),
 ``state.json`` (written by its runner), ``stdout`` and ``stderr``. The daemon only reads these, so
 jobs and their records outlive a daemon restart; a job whose runner is gone without an outcome is
-reported ``lost``. A client sees and touches only its own jobs.
+reported ``lost``. A client sees and touches only its own jobs. A restarted daemon counts the
+jobs still running (adopt) until their runners exit.
 """
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,8 +21,12 @@ from .errors import BadRequest, NotFound, SpawnFailed
 from .jobrunner import read_json
 from .spawn import helper, kill_group
 
+log = logging.getLogger("hostlinkd")
+
 FINAL = ("exited", "timeout", "cancelled", "failed", "lost")
 POLL = 0.05  # how often a follower looks for new output: well under a human's notice
+EXIT_POLL = 1.0  # without pidfds (before Linux 5.3): how often an adopted runner is looked for
+RUNNER = b"'hostlink.daemon.jobrunner'"  # in a runner's command line (spawn.helper)
 
 
 def _alive(pid, ident):
@@ -82,7 +88,43 @@ class JobSpool:
         except OSError as exc:
             raise SpawnFailed("cannot start the job runner: %s" % exc.strerror) from None
         self.state.reaper.watch(proc, lambda status: [t.release() for t in tickets])
+        try:  # for a daemon restarted before the runner wrote state.json (adopt)
+            with open(os.path.join(d, "runner.pid"), "w") as f:
+                f.write("%d\n" % proc.pid)
+        except OSError:
+            pass  # the job runs regardless; only such a restart would miss it
         return ident
+
+    def adopt(self):
+        """Count the jobs a previous daemon started whose runners still run: each holds its
+        tickets, under its client, until its runner exits. Called once, before listening."""
+        try:
+            names = sorted(os.listdir(self.spool))
+        except OSError:
+            return
+        adopted = 0
+        for name in names:
+            d = os.path.join(self.spool, name)
+            pid = _runner_pid(d)
+            if not pid:
+                continue
+            job = read_json(os.path.join(d, "job.json"))
+            if not isinstance(job, dict) or not isinstance(job.get("client"), str):
+                if _runs_job(pid, d):
+                    log.warning("job %s: its runner (pid %d) runs but its job.json cannot be "
+                                "read: not counted", name, pid)
+                continue
+            size = job.get("max_spool_bytes")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                size = self.state.cfg.job_max_spool_bytes
+            tickets = self.state.limits.job_running(job["client"], size)
+            if _on_exit(self.state.loop, pid, d, lambda ts=tickets: [t.release() for t in ts]):
+                adopted += 1
+            else:  # gone already, or the pid is another process's now
+                for t in tickets:
+                    t.release()
+        if adopted:
+            log.info("counting %d job(s) still running from before the restart", adopted)
 
     def find(self, client, ident):
         """The record of job ``ident`` of ``client``; BadRequest or NotFound."""
@@ -201,6 +243,65 @@ class JobSpool:
         now = time.time()
         return st["state"], p.Exit(code, st.get("signal", 0), st["state"] == "timeout",
                                    int((st.get("ended", now) - st.get("started", now)) * 1000))
+
+
+def _runner_pid(d):
+    """The runner pid job dir ``d`` records (its runner's state.json, else what the daemon that
+    started it wrote), or 0."""
+    state = read_json(os.path.join(d, "state.json"))
+    pid = state.get("runner_pid") if isinstance(state, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        try:
+            with open(os.path.join(d, "runner.pid")) as f:
+                pid = int(f.read(32))
+        except (OSError, ValueError):
+            return 0
+    return pid if pid > 0 else 0
+
+
+def _runs_job(pid, d):
+    """Whether ``pid`` is the runner hostlinkd started for job dir ``d``: ours (every uid, read
+    from status: an undumpable process's /proc entry shows as root's whoever runs it) and the
+    jobrunner helper with ``d`` as its last argument."""
+    try:
+        with open("/proc/%d/status" % pid, "rb") as f:
+            uids = next((l.split()[1:] for l in f if l.startswith(b"Uid:")), None)
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return uids == [str(os.geteuid()).encode()] * 4 and args[-2:] == [os.fsencode(d), b""] and \
+        any(RUNNER in a for a in args[:-2])
+
+
+def _on_exit(loop, pid, d, done):
+    """Call ``done()`` once the runner ``pid`` of job dir ``d`` exits; False (and no call) when
+    ``pid`` is no such runner now. It is not our child: a pidfd, taken before the check so that
+    the process checked is the one watched, becomes readable when it exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):
+        fd = -1
+    if not _runs_job(pid, d):
+        if fd >= 0:
+            os.close(fd)
+        return False
+    if fd >= 0:
+        def gone():
+            loop.remove_reader(fd)
+            os.close(fd)
+            done()
+        loop.add_reader(fd, gone)
+    else:
+        def look():
+            if _runs_job(pid, d):
+                loop.call_later(EXIT_POLL, look)
+            else:
+                done()
+        loop.call_later(EXIT_POLL, look)
+    return True
 
 
 def _reply(obj):

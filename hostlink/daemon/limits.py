@@ -174,6 +174,11 @@ class Limits:
             raise Busy("server busy: running jobs may already spool %d bytes "
                        "(job_spool_total_bytes = %d)" % (self.spool.get("", 0),
                                                           cfg.job_spool_total_bytes))
+        return self.job_running(client, spool_bytes)
+
+    def job_running(self, client, spool_bytes):
+        """The tickets of a job that already runs (a previous daemon started it): counted
+        whatever the quotas say now, so that new jobs are measured against it."""
         return Ticket(self.jobs, client), Ticket(self.spool, client, spool_bytes)
 
     def approval(self, client):

@@ -51,6 +51,7 @@ class Server:
             self._listen_extra(self.cfg)
             if self.cfg.tcp_enabled:
                 self._listen_tcp()
+            self.state.jobs.adopt()  # jobs that outlived a previous daemon count before anyone asks
             await self.admin.start()
             log.info("hostlinkd %s serving %s as node %s (max_concurrent %d)", __version__,
                      self.cfg.socket, self.cfg.node, self.cfg.max_concurrent)

@@ -2,11 +2,13 @@
 on a client's file. Attackers run as uid 65534 against a real daemon."""
 
 import json
+import os
+import signal
 import subprocess
 import time
 
 from tests.conftest import wait_for
-from tests.daemon.test_availability import baseline, nobody, public, settled
+from tests.daemon.test_availability import NOBODY, baseline, nobody, public, settled, status
 
 TOKEN = "asker-token-0123456789"
 
@@ -127,3 +129,113 @@ def test_no_record_is_lost_when_the_daemon_stops(daemon):
     records = daemon.audit_lines()
     for event in ("exec_start", "exec"):
         assert sum(l["event"] == event for l in records) == 30, records
+
+
+def jobs(d):
+    return [j["id"] for j in json.loads(d.run("-j", "job", "list").stdout)["jobs"]
+            if j["state"] in ("starting", "running")]
+
+
+def garbage(spool, impostor):
+    """Job dirs no runner of ours runs for: a corrupt job.json, a dead runner, a runner pid
+    now used by ``impostor`` (another user's process that looks like a runner of that job)."""
+    job = {"id": "", "client": "default", "command": "x", "argv": None, "cwd": "/",
+           "created": time.time(), "timeout_ms": 0, "max_spool_bytes": 1000}
+    for ident, text, runner in (("a" * 12, "{not json", impostor), ("b" * 12, None, impostor),
+                                ("c" * 12, None, 0x3fffff), ("d" * 12, None, "x")):
+        os.mkdir(spool / ident, 0o700)
+        (spool / ident / "job.json").write_text(text or json.dumps(dict(job, id=ident)))
+        (spool / ident / "state.json").write_text(json.dumps({"state": "running",
+                                                               "runner_pid": runner}))
+    (spool / "junk").write_text("not a job")
+
+
+def test_jobs_of_a_previous_daemon_are_counted_after_a_restart(make_daemon, tmp_path):
+    # Old code: a restarted daemon counted none of the jobs still running, so restarting it
+    # let a client past max_jobs_per_client (and max_jobs, job_spool_total_bytes).
+    spool = tmp_path / "j"
+    d = make_daemon("job_spool_dir = %s\nmax_jobs_per_client = 2\njob_max_spool_bytes = 1000\n"
+                    % spool)
+    base = baseline(d)
+    assert [d.run("exec", "-D", "sleep 30").returncode for _ in range(2)] == [0, 0]
+    running = jobs(d)
+    # As if the restart came before the runner wrote state.json: the daemon's runner.pid tells.
+    first = spool / running[0] / "state.json"
+    state = wait_for(lambda: first.exists() and json.loads(first.read_text()), 10, "state.json")
+    first.write_text(json.dumps({k: v for k, v in state.items() if k != "runner_pid"}))
+    impostor = subprocess.Popen(
+        ["/usr/bin/python3", "-c", "import time; time.sleep(60)  # 'hostlink.daemon.jobrunner'",
+         str(spool / ("b" * 12))], user=NOBODY)
+    try:
+        garbage(spool, impostor.pid)
+        d.signal(signal.SIGTERM)
+        d.proc.wait(20)
+        d.start()
+        r = d.run("exec", "-D", "sleep 30")
+        assert r.returncode == 4 and b"max_jobs_per_client = 2" in r.stderr, r.stderr
+        st = status(d)
+        assert (st["jobs"], st["job_spool_reserved_bytes"]) == (2, 2000), st
+    finally:
+        impostor.kill()
+        impostor.wait()
+    for ident in running:
+        assert d.run("job", "cancel", "--kill", ident).returncode == 0
+    wait_for(lambda: d.run("exec", "-D", "true").returncode == 0, 20, "a job slot back")
+    settled(d, base)
+
+
+def test_job_spool_bytes_are_capped_in_total(make_daemon, tmp_path):
+    d = make_daemon("job_spool_dir = %s\njob_max_spool_bytes = 1000\njob_spool_total_bytes = 2500\n"
+                    % (tmp_path / "j"))
+    base = baseline(d)
+    assert [d.run("exec", "-D", "sleep 30").returncode for _ in range(2)] == [0, 0]
+    r = d.run("exec", "-D", "sleep 30")
+    assert r.returncode == 4 and b"job_spool_total_bytes = 2500" in r.stderr, r.stderr
+    assert status(d)["job_spool_reserved_bytes"] == 2000
+    first, second = jobs(d)
+    assert d.run("job", "cancel", "--kill", first).returncode == 0
+    wait_for(lambda: d.run("exec", "-D", "sleep 30").returncode == 0, 20, "spool bytes back")
+    for ident in jobs(d):
+        d.run("job", "cancel", "--kill", ident)
+    settled(d, base)
+
+
+def test_a_fifo_as_argv0_does_not_block_the_daemon(make_daemon):
+    # The issue: checking whether argv[0] is the hostlink client opened it in the daemon's only
+    # thread, and a FIFO swapped in after the stat blocked that open (and every client) forever.
+    d, base = public(make_daemon)
+    swapper = nobody(d, """
+import select
+path = "/tmp/hostlink-fifo-%d" % os.getpid()
+os.mkfifo(path)
+print(path, flush=True)
+sys.stdin.readline()  # first a FIFO standing still, then swapped with a script, round and round
+while not select.select([sys.stdin], [], [], 0)[0]:
+    with open(path + ".sh", "w") as f:
+        f.write("#!/bin/sh\\necho swapped\\n")
+    os.chmod(path + ".sh", 0o755)
+    os.rename(path + ".sh", path)
+    os.mkfifo(path + ".fifo")
+    os.rename(path + ".fifo", path)
+os.unlink(path)
+""", wait=False)
+    try:
+        path = swapper.stdout.readline().decode().strip()
+        assert path
+        fifo = d.popen("exec", "--argv", path)
+        assert d.run("ping", timeout=20).returncode == 0
+        _, err = fifo.communicate(timeout=20)
+        assert fifo.returncode == 1 and err == b"hostlink: %s: Permission denied\n" % path.encode()
+        swapper.stdin.write(b"go\n")
+        swapper.stdin.flush()
+        for _ in range(20):
+            # Whichever it meets: refused, run, or (-T) killed when the script's shell opened the
+            # FIFO by name and waited there for a writer. Each ends, in one line at most.
+            r = d.run("-T", "1000", "exec", "--argv", path, timeout=20)
+            assert r.returncode in (0, 1, 5) and r.stderr.count(b"\n") <= 1, r
+            assert b"Traceback" not in r.stderr, r
+            assert d.run("ping", timeout=20).returncode == 0
+    finally:
+        swapper.stdin.close()
+        swapper.wait()
+    settled(d, base)
