@@ -218,9 +218,11 @@ class Session:
         if self.chan is None:
             self.sock.close()
             return
+        if evicted or not self.state.limits.linger_ok():
+            self.chan.close_now()
+            return
         try:
-            if not evicted and self.state.limits.linger_ok():
-                await self.chan.linger()
+            await self.chan.linger()
         finally:
             self.chan.close()
 
