@@ -6,8 +6,8 @@ Starts its own hostlinkd on a temporary socket, an agent container (uid 1000) wi
 directory mounted, and an sshd on loopback, then measures each figure as a median over repeated
 runs and writes a markdown table to bench/results/. ``--against DIR`` times another checkout of
 hostlink (``git worktree add DIR REV``) beside this one in the same rounds: its own client
-against its own daemon, for before/after figures of a change (latency, client and memory
-sections). Needs root and a Docker engine (scripts/test sets one up; the memory section needs
+against its own daemon, for before/after figures of a change (latency, concurrency, client and
+memory sections). Needs root and a Docker engine (scripts/test sets one up; the memory section needs
 none); openssh-server is installed when missing. Numbers are printed, never asserted.
 """
 
@@ -354,31 +354,39 @@ class Bench:
         floor = (time.perf_counter() - t) * 1000
         self.row("concurrency", "floor: 200 x bash -c true started at once on the host", floor, "ms")
         for limit, label in ((16, "default max_concurrent 16"), (256, "max_concurrent 256")):
-            proc, sock = self.daemon("conc%d" % limit, limit)
-            idle = _rss(proc.pid)
-            mount = "/bench/conc%d/run/hostlink.sock" % limit
-            res = json.loads(self.in_container(LOAD % (mount, 200)))
-            lat = res["latency_ms"]
-            self.row("concurrency", "200 x exec true at once, %s: total" % label, res["total_ms"], "ms",
-                     floor)
-            self.row("concurrency", "  p50 latency", lat[100], "ms")
-            self.row("concurrency", "  p99 latency", lat[197], "ms", single,
-                     "goal < 10x a single hostlink exec true (%.1f ms); %.2fx the floor"
-                     % (single, lat[197] / floor))
-            self.row("concurrency", "  a single call the same way, alone", res["single_ms"], "ms")
-            self.row("concurrency", "  server busy / other errors", res["busy"], "calls", None,
-                     "errors: %d %s" % (len(res["errors"]), "; ".join(res["errors"][:2])))
-            env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN=TOKEN)
-            start = time.perf_counter()
-            procs = [subprocess.Popen([self.app, "exec", "true"], env=env, stderr=subprocess.PIPE)
-                     for _ in range(200)]
-            codes = [p.wait() for p in procs]
-            self.row("concurrency", "  200 hostlink processes at once (host): all done", 
-                     (time.perf_counter() - start) * 1000, "ms", None,
-                     "busy %d, errors %d" % (codes.count(4), sum(c not in (0, 4) for c in codes)))
-            peak = _hwm(proc.pid)
-            self.row("memory", "daemon RSS idle (%s)" % label, idle / 1024, "MB", None, "goal < 30 MB")
-            self.row("memory", "daemon peak RSS under 200 calls", peak / 1024, "MB")
+            self._burst(limit, label, single, floor)
+            if self.against:  # the other checkout's client and daemon, the same way
+                self._burst(limit, "%s, %s" % (label, self.against_label), single, floor,
+                            self.against, os.path.join(self.tmp, "against", "hostlink"))
+
+    def _burst(self, limit, label, single, floor, src=ROOT, app=None):
+        name = "conc%d%s" % (limit, "-against" if src != ROOT else "")
+        proc, sock = self.daemon(name, limit, src=src)
+        idle = _rss(proc.pid)
+        res = json.loads(self.in_container(LOAD % ("/bench/%s/run/hostlink.sock" % name, 200)))
+        lat = res["latency_ms"]
+        self.row("concurrency", "200 x exec true at once, %s: total" % label, res["total_ms"], "ms",
+                 floor)
+        self.row("concurrency", "  p50 latency", lat[100], "ms")
+        self.row("concurrency", "  p99 latency", lat[197], "ms", single,
+                 "goal < 10x a single hostlink exec true (%.1f ms); %.2fx the floor"
+                 % (single, lat[197] / floor))
+        self.row("concurrency", "  a single call the same way, alone", res["single_ms"], "ms")
+        self.row("concurrency", "  server busy / other errors", res["busy"], "calls", None,
+                 "errors: %d %s" % (len(res["errors"]), "; ".join(res["errors"][:2])))
+        env = dict(os.environ, HOSTLINK_SOCKET=sock, HOSTLINK_TOKEN=TOKEN)
+        start = time.perf_counter()
+        procs = [subprocess.Popen([app or self.app, "exec", "true"], env=env, stderr=subprocess.PIPE)
+                 for _ in range(200)]
+        codes = [p.wait() for p in procs]
+        self.row("concurrency", "  200 hostlink processes at once (host): all done",
+                 (time.perf_counter() - start) * 1000, "ms", None,
+                 "busy %d, errors %d" % (codes.count(4), sum(c not in (0, 4) for c in codes)))
+        peak = _hwm(proc.pid)
+        self.row("memory", "daemon RSS idle (%s)" % label, idle / 1024, "MB", None, "goal < 30 MB")
+        self.row("memory", "daemon peak RSS under 200 calls", peak / 1024, "MB")
+        proc.terminate()
+        proc.wait()
 
     def _single(self):
         got = self.in_container(
