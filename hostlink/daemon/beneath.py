@@ -35,6 +35,8 @@ def locate(root, path, create=False):
     top = os.open(root, _DIR)
     try:
         return open_beneath(top, os.path.dirname(rel), create), os.path.basename(rel)
+    except OSError as exc:  # named as the client named it, not relative to root
+        raise OSError(exc.errno, exc.strerror, os.path.dirname(path)) from None
     finally:
         os.close(top)
 

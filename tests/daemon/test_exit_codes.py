@@ -79,6 +79,8 @@ def test_transfer_errors_in_plain_words_one_code_per_kind(daemon, tmp_path):
         # a path that does not exist, on either side: 1
         (["cp", "host:%s" % (tmp_path / "missing"), str(here)], 1,
          "%s does not exist on the host" % (tmp_path / "missing")),
+        (["cp", "host:%s" % (tmp_path / "no" / "dir" / "f"), str(here)], 1,
+         "hostlink: %s does not exist on the host" % (tmp_path / "no" / "dir")),
         (["cp", str(here / "missing"), "host:%s" % tmp_path], 1,
          "%s does not exist here" % (here / "missing")),
         (["cp", "host:%s" % (here / "f"), str(tmp_path / "no" / "dir" / "f")], 1,
