@@ -69,7 +69,7 @@ async def run(rq):
                           "in %s: %s" % (rq.state.cfg.output_tmpdir, exc.strerror))
             return
         req = p.Exec(**dict({n: getattr(req, n) for n in req.__slots__}, mode="fds"))
-    capture = Capture(rq.chan, rq.fds, caps(rq.state.cfg, rq.obj))
+    capture = Capture(rq.chan, rq.fds, caps(rq.state.cfg, rq.obj), rq, req.timeout_ms)
     capture.paths = paths
     rq.record.update(event="exec", cwd=req.cwd, mode=req.mode, **execute.asked(req))
     try:
@@ -83,8 +83,7 @@ async def run(rq):
     if capture.refusal is not None:
         code, message = capture.refusal
         await rq.fail(status_of(code), message, exit_code=-1, duration_ms=rq.ms(), **_EMPTY)
-    elif capture.ended is not None:  # else the client hung up
-        await rq.send(capture.response(rq, req.timeout_ms))
+    # else answered at the command's exit, or the client hung up
 
 
 async def _detach(rq, req):
@@ -138,8 +137,9 @@ def output_files(cfg, client, ident):
 class Capture:
     """An exec request's side of an HLNK connection: output kept up to the caps, no input."""
 
-    def __init__(self, chan, fds, cap):
+    def __init__(self, chan, fds, cap, rq=None, asked_ms=0):
         self.chan = chan
+        self.rq, self.asked_ms = rq, asked_ms
         self.fds = fds
         self.out = {p.Stdout: bytearray(), p.Stderr: bytearray()}
         self.total = {p.Stdout: 0, p.Stderr: 0}
@@ -197,7 +197,11 @@ class Capture:
                     out += data[:cap - len(out)]
 
     async def exit(self, event):
+        """Answer now, while the command's slot is held: an answer (up to 2 x 4 MiB of output,
+        up to 6 bytes of JSON a byte) waiting for a client that does not read counts against
+        max_concurrent, not beside it."""
         self.ended = event
+        await self.rq.send(self.response(self.rq, self.asked_ms))
 
     def response(self, rq, asked_ms):
         """The HLNK response for the command's Exit."""

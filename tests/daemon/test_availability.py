@@ -259,3 +259,37 @@ def test_a_signal_never_reaches_a_recycled_process_group(daemon):
         if victim is not None:
             victim.kill()
             victim.wait()
+
+
+def test_an_unread_hlnk_answer_holds_its_slot(make_daemon):
+    # Old code: an HLNK answer was sent after its command's slot was given back, so clients that
+    # never read held answers beside max_concurrent (each up to 2 x 4 MiB of output, 6 bytes of
+    # JSON a byte for binary output): a token holder could grow the daemon without bound.
+    d, base = public(make_daemon, "max_concurrent = 2\nbusy_wait_ms = 0")
+    out = nobody(d, """
+def ask():
+    s = socket.socket(socket.AF_UNIX)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(SOCK)
+    s.sendall(hw.encode({"version": 1, "type": "exec", "id": "u", "token": TOKEN,
+                         "command": "head -c 3000000 /dev/zero"}))
+    return s
+def answer(s):
+    s.settimeout(30)
+    r = hw.Reader(64 << 20)
+    while True:
+        data = s.recv(1 << 20)
+        r.feed(data)
+        resp = r.next()
+        if resp is not None or not data:
+            return resp and (resp["status"], resp.get("stdout_original_bytes") or resp["error_msg"])
+unread = [ask(), ask()]
+time.sleep(2)  # both commands have ended; their answers wait to be read
+third = answer(ask())
+print(third)
+print([answer(s) for s in unread])
+""")
+    third, first = out.splitlines()
+    assert third.startswith("('error', 'server busy") and "max_concurrent" in third, out
+    assert first == "[('ok', 3000000), ('ok', 3000000)]", out
+    settled(d, base)
