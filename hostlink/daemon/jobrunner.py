@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from .audit import AuditLog
 from .spawn import as_user, become_subreaper, build_argv, build_env, exec_options, kill_group
 
 CHUNK = 1 << 16
@@ -201,19 +202,15 @@ def _outcome(proc, spool, started, counts, timed_out, cap):
 
 
 def _audit(job, final):
-    path = job.get("audit_log")
-    if not path:
-        return
-    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": "job_end",
-                       "job": job["id"], "client": job["client"], "result": final["state"],
-                       "exit_code": final["exit_code"], "signal": final["signal"],
-                       "duration_ms": int((final["ended"] - final["started"]) * 1000)})
+    """The job's end record, written as the daemon writes its records (whole or not at all)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.write(fd, (line + "\n").encode())
-        os.close(fd)
+        audit = AuditLog(job.get("audit_log") or "")
     except OSError:
-        pass
+        return
+    audit.write(event="job_end", job=job["id"], client=job["client"], result=final["state"],
+                exit_code=final["exit_code"], signal=final["signal"],
+                duration_ms=int((final["ended"] - final["started"]) * 1000))
+    audit.close()
 
 
 if __name__ == "__main__":
