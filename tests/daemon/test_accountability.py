@@ -239,3 +239,28 @@ os.unlink(path)
         swapper.stdin.close()
         swapper.wait()
     settled(d, base)
+
+
+def test_status_shows_what_the_daemon_holds(make_daemon, tmp_path):
+    # What an operator runs: hostlink-approve status (JSON) and hostlink-install doctor (a line).
+    import shutil
+    import sys
+    d = make_daemon("job_spool_dir = %s\n" % (tmp_path / "jobs"))
+    running = d.popen("exec", "sleep 30")
+    job = d.run("exec", "-D", "sleep 30").stdout.decode().strip()
+    wait_for(lambda: status(d)["commands"] == 1, 10, "the command running")
+    r = subprocess.run([sys.executable, "-m", "hostlink.daemon.admin_client", "--socket",
+                        str(d.base / "admin" / "admin.sock"), "status"], capture_output=True, text=True)
+    st = json.loads(r.stdout)
+    assert (st["commands"], st["jobs"], st["connections"]["authenticated"]) == (1, 1, 1), st
+    root = tmp_path / "root"
+    (root / "etc" / "hostlink").mkdir(parents=True)
+    shutil.copy(d.conf, root / "etc" / "hostlink" / "hostlink.conf")
+    r = subprocess.run([sys.executable, "-c", "from hostlink.install.cli import main; main()", "doctor",
+                        "--root", str(root)],
+                       capture_output=True, text=True)
+    assert "info status: connections 0 unauthenticated / 1 authenticated / 0 closing, 1 commands, " \
+           "1 jobs, 0 approvals waiting" in r.stdout, r.stdout + r.stderr
+    running.kill()
+    running.wait()
+    d.run("job", "cancel", "--kill", job)
