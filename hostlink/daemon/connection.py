@@ -85,8 +85,8 @@ class Session:
             return
         if event is hlnk.HLNK:
             self.hlnk = True
-            self.record = await hlnk.serve(self.state, self.chan, self.peer, self.fds,
-                                           deadline, self.authenticated)
+            await hlnk.serve(self.state, self.chan, self.peer, self.fds, deadline,
+                             self.authenticated, self.record)
             return
         client = await self._authenticate(event)
         if client is None:

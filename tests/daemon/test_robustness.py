@@ -52,3 +52,72 @@ print(b"bad_request" in answer(s))
     records = d.audit_lines(until=lambda ls: any(l.get("result") == "bad_request" for l in ls))
     assert all("event" in r and "result" in r for r in records), records
     assert "Traceback" not in d.log.read_text()
+
+
+HLNK = """
+def hlnk(obj, raw=None):
+    body = raw if raw is not None else json.dumps(obj).encode()
+    s = conn()
+    s.sendall(b"HLNK" + len(body).to_bytes(4, "big") + body)
+    r = hw.Reader(128 << 20)
+    s.settimeout(20)
+    while True:
+        data = s.recv(1 << 20)
+        r.feed(data)
+        resp = r.next() if data else None
+        if resp is not None or not data:
+            s.close()
+            return resp
+def req(**kw):
+    return dict({"version": 1, "token": TOKEN, "id": "r1"}, **kw)
+"""
+
+
+def test_hlnk_numbers_and_nesting_are_refused_or_bounded_not_a_crash(make_daemon, tmp_path):
+    # Old code: Infinity (which Python's JSON reads) or 1e19 where HLNK takes a count raised
+    # OverflowError: no answer, no audit record of an authenticated request; "[[[[..." nested
+    # past the stack raised RecursionError from an unauthenticated peer.
+    spool = tmp_path / "jobs"
+    d, base = public(make_daemon, "job_spool_dir = %s\n" % spool)
+    os.chmod(tmp_path, 0o755)
+    out = nobody(d, HLNK + """
+print(hlnk(None, raw=b"[" * 100000)["status"])
+print(hlnk(req(type="exec", command="echo hi", max_stdout_bytes=float("inf")))["stdout"].strip())
+job = hlnk(req(type="exec", command="echo out", detach=True, job_timeout_ms=float("inf")))
+print(job["status"])
+time.sleep(1)
+for offset in (1e19, float("inf")):
+    print(hlnk(req(type="job", action="tail", job_id=job["job_id"], offset=offset))["status"])
+print(hlnk(req(type="put", path="/tmp/hostlink-robustness-put", content="", mode=float("inf")))["status"])
+""")
+    assert out.split() == ["bad_request", "hi", "ok", "ok", "ok", "ok"], out
+    os.unlink("/tmp/hostlink-robustness-put")
+    records = d.audit_lines(until=lambda ls: sum(l.get("event") == "job_tail" for l in ls) == 2)
+    assert sum(r.get("event") == "exec" and r.get("protocol") == "hlnk" for r in records) == 1
+    assert "Traceback" not in d.log.read_text()
+    settled(d, base)
+
+
+def test_an_hlnk_command_never_ends_without_its_record(make_daemon):
+    # Old code: the HLNK record was the handler's return value: an OSError after the command
+    # ran (its client gone before the answer was sent, or the command removing its own
+    # output_to_file file) lost it: exec_start, then only an unauthenticated "disconnected".
+    d, base = public(make_daemon)
+    out = nobody(d, HLNK + """
+resp = hlnk(req(type="exec", id="gone1", output_to_file=True,
+                command="echo hi; rm -f /run/hostlink/output/hl_gone1_stdout"))
+print(resp["status"], resp["exit_code"])
+s = conn()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+body = json.dumps(req(type="exec", id="gone2", command="head -c 4194304 /dev/zero | tr '\\\\0' '\\\\1'; "
+                      "head -c 4194304 /dev/zero | tr '\\\\0' '\\\\1' >&2")).encode()
+s.sendall(b"HLNK" + len(body).to_bytes(4, "big") + body)
+time.sleep(3)  # it ran; its answer (48 MB of JSON) waits for us to read
+s.close()
+""")
+    assert out.split() == ["ok", "0"], out
+    records = d.audit_lines(until=lambda ls: sum(l.get("event") == "exec" for l in ls) >= 3)
+    ends = [r for r in records if r.get("event") == "exec" and r.get("protocol") == "hlnk"]
+    assert [(r["client"], r["exit_code"]) for r in ends] == [("default", 0)] * 2, records
+    assert not [r for r in records if r.get("result") == "disconnected" and "client" not in r]
+    settled(d, base)
