@@ -174,7 +174,8 @@ class Session:
         if client.ping_only:
             raise Denied("client %s may only ping" % client.name)
         self.record.update(event="job_" + req.action, job=req.id)
-        self.record["result"], last = await self.state.jobs.answer(client, req, self._send)
+        self.record["result"], last = await self.state.jobs.answer(client, req, self._send,
+                                                                   self.chan.peer_closed)
         return last
 
     async def _detach(self, client, req):

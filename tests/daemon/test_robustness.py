@@ -121,3 +121,22 @@ s.close()
     assert [(r["client"], r["exit_code"]) for r in ends] == [("default", 0)] * 2, records
     assert not [r for r in records if r.get("result") == "disconnected" and "client" not in r]
     settled(d, base)
+
+
+def test_a_job_wait_ends_with_its_client(make_daemon, tmp_path):
+    # Old code: job wait (and tail -f) polled until the job ended, whoever was still there:
+    # each killed client left an authenticated connection behind for as long as the job ran
+    # (no cap by default), until max_connections locked everyone out.
+    d = make_daemon("job_spool_dir = %s\n" % (tmp_path / "jobs"))
+    base = baseline(d)
+    ident = json.loads(d.run("-j", "exec", "-D", "sleep 60").stdout)["id"]
+    waiters = [d.popen("job", "wait", ident) for _ in range(4)] + \
+        [d.popen("job", "tail", "-f", ident) for _ in range(4)]
+    wait_for(lambda: status(d)["connections"]["authenticated"] == 8, 10, "8 followers")
+    for w in waiters:
+        w.kill()
+        w.wait()
+    wait_for(lambda: status(d)["connections"]["authenticated"] == 0, 10, "the followers gone")
+    assert d.run("job", "cancel", "--kill", ident).returncode == 0
+    wait_for(lambda: status(d)["jobs"] == 0, 20, "the job ended")
+    settled(d, base)
