@@ -77,9 +77,10 @@ class Session:
         try:
             event = await within(self._open(), deadline)
         except asyncio.TimeoutError:
-            await _answer(self.chan, self.conn, p.Error(
-                "auth_timeout", "no token within %d ms" % self.state.cfg.auth_timeout_ms))
             self.record = {"event": "auth", "result": "auth_timeout"}
+            if not self.chan.handshaking:  # mid-handshake, a send waits for the peer: forever
+                await _answer(self.chan, self.conn, p.Error(
+                    "auth_timeout", "no token within %d ms" % self.state.cfg.auth_timeout_ms))
             return
         if event is None:
             return

@@ -140,3 +140,32 @@ def test_a_job_wait_ends_with_its_client(make_daemon, tmp_path):
     assert d.run("job", "cancel", "--kill", ident).returncode == 0
     wait_for(lambda: status(d)["jobs"] == 0, 20, "the job ended")
     settled(d, base)
+
+
+def test_a_stalled_tls_handshake_ends_at_the_auth_deadline(make_daemon):
+    # Old code: at the deadline the daemon sent its auth_timeout Error through the unfinished
+    # handshake, and that send waited for the peer to go on with it: a silent TCP peer held
+    # its unauthenticated slot until it closed, whatever auth_timeout_ms said.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    d, base = public(make_daemon, "tcp_enabled = yes\ntcp_bind = 127.0.0.1\ntcp_port = %d\n"
+                                  "auth_timeout_ms = 1000\n" % port)
+    stall = nobody(d, """
+held = []
+for _ in range(3):
+    s = socket.create_connection(("127.0.0.1", %d))
+    s.sendall(b"\\x16\\x03\\x01\\x00")  # a TLS record header, then nothing
+    held.append(s)
+print("ready", flush=True)
+time.sleep(60)
+""" % port, wait=False)
+    try:
+        assert stall.stdout.readline() == b"ready\n"
+        wait_for(lambda: status(d)["connections"]["unauthenticated"] == 3, 5, "3 stalled")
+        wait_for(lambda: status(d)["connections"]["unauthenticated"] == 0, 5, "the deadline")
+    finally:
+        stall.kill()
+        stall.wait()
+    settled(d, base)
