@@ -169,3 +169,23 @@ time.sleep(60)
         stall.kill()
         stall.wait()
     settled(d, base)
+
+
+def test_a_reload_to_an_audit_log_that_cannot_be_opened_keeps_the_old_one(daemon):
+    # Old code: the old log was closed before the new one failed to open (a traceback from the
+    # SIGHUP handler): every later record went nowhere, with audit_broken empty, so commands
+    # ran unaudited although audit_failure = closed.
+    base = baseline(daemon)
+    good_log = daemon.audit
+    daemon.audit = "/proc/no-such-dir/audit.log"
+    daemon.write_conf()
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "/proc/no-such-dir" in daemon.log.read_text(), 10, "the reload tried")
+    daemon.audit = good_log
+    r = daemon.run("exec", "echo still-audited")
+    assert r.returncode == 0, r.stderr
+    records = daemon.audit_lines(until=lambda ls: any(l.get("command") == "echo still-audited"
+                                                      and l["event"] == "exec" for l in ls))
+    assert any(r["event"] == "reload" for r in records)
+    assert "Traceback" not in daemon.log.read_text()
+    settled(daemon, base)
