@@ -84,6 +84,7 @@ class Channel:
         self.fd = sock.fileno()
         self.can_pass_fds = can_pass_fds
         self._held = b""
+        self.handshaking = False  # a TLS handshake begun and not done: no frame can go out
         self._writing = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
@@ -99,9 +100,11 @@ class Channel:
         """Wrap the socket in TLS (server side) and complete the handshake."""
         self.sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         self.can_pass_fds = False
+        self.handshaking = True
         while True:
             try:
                 self.sock.do_handshake()
+                self.handshaking = False
                 return
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
                 await self._wait_for(exc)

@@ -77,16 +77,17 @@ class Session:
         try:
             event = await within(self._open(), deadline)
         except asyncio.TimeoutError:
-            await _answer(self.chan, self.conn, p.Error(
-                "auth_timeout", "no token within %d ms" % self.state.cfg.auth_timeout_ms))
             self.record = {"event": "auth", "result": "auth_timeout"}
+            if not self.chan.handshaking:  # mid-handshake, a send waits for the peer: forever
+                await _answer(self.chan, self.conn, p.Error(
+                    "auth_timeout", "no token within %d ms" % self.state.cfg.auth_timeout_ms))
             return
         if event is None:
             return
         if event is hlnk.HLNK:
             self.hlnk = True
-            self.record = await hlnk.serve(self.state, self.chan, self.peer, self.fds,
-                                           deadline, self.authenticated)
+            await hlnk.serve(self.state, self.chan, self.peer, self.fds, deadline,
+                             self.authenticated, self.record)
             return
         client = await self._authenticate(event)
         if client is None:
@@ -174,7 +175,8 @@ class Session:
         if client.ping_only:
             raise Denied("client %s may only ping" % client.name)
         self.record.update(event="job_" + req.action, job=req.id)
-        self.record["result"], last = await self.state.jobs.answer(client, req, self._send)
+        self.record["result"], last = await self.state.jobs.answer(client, req, self._send,
+                                                                   self.chan.peer_closed)
         return last
 
     async def _detach(self, client, req):

@@ -25,18 +25,21 @@ HANDLERS = {
 MEMORY_CAP = hlnk_exec.MEMORY_CAP  # per stream held in memory when the conf sets no cap
 
 
-async def serve(state, chan, peer, fds, deadline, authenticated):
+async def serve(state, chan, peer, fds, deadline, authenticated, record):
     """Answer one HLNK request on ``chan`` (read within ``deadline`` seconds, as a token must
-    come; ``authenticated()`` once it matched); returns the audit record."""
+    come; ``authenticated()`` once it matched), noting it in the audit ``record`` (the
+    connection's), on every path: a hang-up or failure after a command ran keeps its end."""
     rq = Request(state, chan, fds)
     rq.peer = peer
+    out = None
     try:
-        return await _serve(rq, peer, deadline, authenticated)
+        out = await _serve(rq, peer, deadline, authenticated)
     except p.RemoteProtocolError as exc:
         rq.record.setdefault("event", "hlnk")
         rq.record.setdefault("protocol", "hlnk")
         await rq.fail("bad_request", str(exc))
-        return rq.record
+    finally:  # a hang-up or failure keeps what it knows: the connection adds how it ended
+        record.update(rq.record if out is None else out)
 
 
 async def _serve(rq, peer, deadline, authenticated):

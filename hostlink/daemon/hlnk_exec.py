@@ -13,7 +13,7 @@ from ..wire.hlnk import DEFAULT_OUTPUT_CAP
 from . import execute
 from .channel import TooManyFds
 from .errors import BadRequest, Refused
-from .hlnk_request import status_of
+from .hlnk_request import count, status_of
 from .running import RELAY_CHUNK, readable_again
 
 log = logging.getLogger("hostlinkd")
@@ -31,9 +31,7 @@ def caps(cfg, obj):
     hard = min(hard, DEFAULT_OUTPUT_CAP)
     out = {}
     for kind, key in ((p.Stdout, "max_stdout_bytes"), (p.Stderr, "max_stderr_bytes")):
-        asked = obj.get(key)
-        asked = int(asked) if isinstance(asked, (int, float)) and asked > 0 else 0
-        out[kind] = min(asked or cfg.default_max_output_bytes or hard, hard)
+        out[kind] = min(count(obj.get(key)) or cfg.default_max_output_bytes or hard, hard)
     return out
 
 
@@ -88,9 +86,8 @@ async def run(rq):
 
 async def _detach(rq, req):
     """exec -D: a job, authorized as an exec; its id answered at once, as the first hostlink's."""
-    asked = rq.obj.get("job_timeout_ms")
     fields = {n: getattr(req, n) for n in req.__slots__}
-    fields.update(detach=True, timeout_ms=int(asked) if isinstance(asked, (int, float)) and asked > 0 else 0)
+    fields.update(detach=True, timeout_ms=count(rq.obj.get("job_timeout_ms")))
     req = p.Exec(**fields)
     rq.record.update(event="job_start", cwd=req.cwd, **execute.asked(req))
     capture = Capture(rq.chan, rq.fds, {})
@@ -132,6 +129,14 @@ def output_files(cfg, client, ident):
     finally:
         os.close(dfd)
     return fds, [os.path.join(cfg.output_tmpdir, "hl_%s_%s" % (ident, s)) for s in ("stdout", "stderr")]
+
+
+def _size(path):
+    """The size of an output file; 0 once the command removed it (it is the command user's)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 class Capture:
@@ -210,7 +215,7 @@ class Capture:
         if self.paths:  # output_to_file: the files, whole
             fields = dict(stdout_file=self.paths[0], stderr_file=self.paths[1],
                           stdout_truncated=False, stderr_truncated=False)
-            sizes = [os.stat(path).st_size for path in self.paths]
+            sizes = [_size(path) for path in self.paths]
         else:
             fields = dict(stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"),
                           stdout_truncated=self.total[p.Stdout] > len(out),

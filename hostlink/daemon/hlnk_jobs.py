@@ -6,6 +6,7 @@ a failed one ``error``), a tail read by offset as its client pages it.
 import os
 
 from .errors import BadRequest, NotFound
+from .hlnk_request import count
 from .jobs import FINAL
 
 # Its states: "starting" was only the instant before its supervisor wrote; ours lasts until the
@@ -88,10 +89,8 @@ def _tail(jobs, job, obj):
     stream = obj.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise BadRequest("stream must be stdout or stderr")
-    offset = obj.get("offset")
-    offset = int(offset) if isinstance(offset, (int, float)) and offset > 0 else 0
-    want = obj.get("max_bytes")
-    want = min(int(want), TAIL_MAX) if isinstance(want, (int, float)) and want > 0 else TAIL_DEFAULT
+    offset = count(obj.get("offset"))
+    want = count(obj.get("max_bytes"), TAIL_MAX) or TAIL_DEFAULT
     st = jobs.status(job)  # before reading: a done job's spool is whole
     data = b""
     try:

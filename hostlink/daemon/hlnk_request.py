@@ -94,6 +94,14 @@ class Request:
         return int((time.monotonic() - self.started) * 1000)
 
 
+def count(value, cap=1 << 62):
+    """A JSON number as a whole number of at most ``cap``; 0 unless it is a positive number
+    (Infinity, NaN, a bool or a string are not: int() of the first raised OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return 0
+    return int(min(value, cap))
+
+
 def status_of(code):
     """The first hostlink's status for one of our refusal codes."""
     return code if code in ("auth_failed", "bad_request", "not_found") else "error"

@@ -20,7 +20,7 @@ from ..wire import protocol as p
 from ..wire.hlnk import header
 from . import hlnk_helper
 from .hlnk_helper import Helper
-from .hlnk_request import status_of
+from .hlnk_request import count, status_of
 
 GET_MAX = 90 << 20  # its limit for a file in one frame: bigger ones its client streams
 LIST_MAX = 100000  # files in one get_stat answer, as its daemon lists at most
@@ -57,9 +57,9 @@ async def _stat(rq, op, path):
 
 
 def _mode(rq):
-    mode = rq.obj.get("mode")
     # No set-id bits: a file a restricted client writes as root must not run as root.
-    return int(mode) & 0o777 if isinstance(mode, (int, float)) and mode > 0 else 0o644
+    mode = count(rq.obj.get("mode"))
+    return mode & 0o777 if mode else 0o644
 
 
 def _receive_args(rq, path):
@@ -135,7 +135,7 @@ def _trailer_sha(payload):
     import json
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return obj.get("sha256", "") if isinstance(obj, dict) else ""
 

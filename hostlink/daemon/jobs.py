@@ -180,9 +180,10 @@ class JobSpool:
 
     # ---- requests ------------------------------------------------------------------------------
 
-    async def answer(self, client, req, send):
+    async def answer(self, client, req, send, gone=None):
         """Answer one JobRequest: (result to audit, last event to send); ``send(event)`` sends
-        what comes before it."""
+        what comes before it; ``gone()`` says whether the client hung up (a wait or a follow
+        ends then, not with the job)."""
         self.sweep()
         if req.action == "list":
             return _reply({"jobs": self._list(client)})
@@ -197,7 +198,7 @@ class JobSpool:
             shutil.rmtree(os.path.join(self.spool, job["id"]), ignore_errors=True)
             return _reply({"id": job["id"], "removed": True})
         if req.action in ("tail", "wait"):
-            return await self._stream(send, job, req)
+            return await self._stream(send, job, req, gone)
         raise BadRequest("unknown job action %r" % req.action)
 
     def _list(self, client):
@@ -222,7 +223,7 @@ class JobSpool:
             kill_group(st["pid"], 9 if kill else 15)
         return {"id": job["id"], "cancelled": True, "signal": 9 if kill else 15}
 
-    async def _stream(self, send, job, req):
+    async def _stream(self, send, job, req, gone=None):
         """tail: the spooled output (and, with follow, what is written next); wait: the outcome."""
         await send(p.Started(0, 0))
         path = os.path.join(self.spool, job["id"], "stderr" if req.stream == "stderr" else "stdout")
@@ -236,6 +237,8 @@ class JobSpool:
                 if req.action == "tail" and follow:
                     pos = await _send_new(send, path, pos)  # the last words
                 break
+            if gone is not None and gone():
+                raise ConnectionResetError("the client went away while following job %s" % job["id"])
             await asyncio.sleep(POLL)
         if req.action != "wait":
             return st["state"], p.Exit(0, 0, False, 0)

@@ -113,10 +113,18 @@ class Server:
                 log.error("cannot listen on %s: %s; keeping %s", cfg.extra_socket, exc,
                           state.cfg.extra_socket or "none")
                 cfg.extra_socket = state.cfg.extra_socket
-        state.cfg = cfg
+        audit = None
         if cfg.audit_log != old_audit:
+            try:  # the new one open before the old goes: never a moment without one
+                audit = AuditLog(cfg.audit_log)
+            except OSError as exc:
+                log.error("cannot open audit log %s: %s; keeping %s", cfg.audit_log,
+                          exc.strerror or exc, old_audit)
+                cfg.audit_log = old_audit
+        state.cfg = cfg
+        if audit is not None:
             state.audit.close()
-            state.audit = AuditLog(cfg.audit_log)
+            state.audit = audit
         else:
             try:
                 state.audit.reopen()

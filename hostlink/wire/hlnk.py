@@ -72,7 +72,7 @@ class Reader:
             return None
         try:
             obj = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # "[[[[..." nested past the stack
             raise p.RemoteProtocolError("HLNK payload is not JSON") from None
         if not isinstance(obj, dict):
             raise p.RemoteProtocolError("HLNK payload is not a JSON object")

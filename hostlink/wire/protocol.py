@@ -286,7 +286,8 @@ def _text(raw, name):
 
 
 def _int(raw, name):
-    if not raw or len(raw) > 20 or not raw.lstrip(b"-").isdigit():
+    digits = raw[1:] if raw[:1] == b"-" else raw  # one sign at most: int() refuses "--5"
+    if not digits or len(raw) > 20 or not digits.isdigit():
         raise RemoteProtocolError("field %r is not an integer" % name)
     return int(raw)
 
