@@ -138,6 +138,8 @@ KEYS = {
     "default_max_output_bytes": (_int_in(0, 1 << 40), 0, "-j and HLNK results keep this much "
                                  "output per stream when the request names no cap (0: all)"),
     "max_output_bytes": (_int_in(0, 1 << 40), 0, "the largest such cap a request may ask (0: none)"),
+    "hlnk_buffer_bytes": (_int_in(0, 1 << 40), 256 << 20, "HLNK frames over 1 MiB (a put's file in "
+                          "base64) held at once by all clients; one more is told busy"),
     "output_tmpdir": (_optpath, "/run/hostlink/output", "where an HLNK exec with output_to_file "
                       "(the first hostlink's -O) leaves hl_ID_stdout and hl_ID_stderr"),
     "tls": (_choice("required", "optional", "off"), "", "TLS on TCP; unset means optional"),

@@ -13,7 +13,8 @@ from ..wire import protocol as p
 from . import hlnk_exec, hlnk_jobs, hlnk_transfer
 from .auth import client_for
 from .channel import within
-from .hlnk_request import Request
+from .errors import Busy
+from .hlnk_request import Request, status_of
 
 HLNK = object()  # what the connection's first bytes say when they are HLNK's
 HANDLERS = {
@@ -38,7 +39,12 @@ async def serve(state, chan, peer, fds, deadline, authenticated, record):
         rq.record.setdefault("event", "hlnk")
         rq.record.setdefault("protocol", "hlnk")
         await rq.fail("bad_request", str(exc))
+    except Busy as exc:  # hlnk_buffer_bytes
+        rq.record.setdefault("event", "hlnk-put")
+        rq.record.setdefault("protocol", "hlnk")
+        await rq.fail(status_of(exc.code), exc.message)
     finally:  # a hang-up or failure keeps what it knows: the connection adds how it ended
+        rq.release()
         record.update(rq.record if out is None else out)
 
 

@@ -24,6 +24,7 @@ class Request:
         self.record = {}
         self.started = time.monotonic()
         self.peer = None  # the connection's Peer (its audit fields)
+        self.large = None  # the limits ticket of the frame over MAX_REQUEST being read or handled
 
     @property
     def id(self):
@@ -57,16 +58,31 @@ class Request:
         if len(self.reader.buf) < min(8 + length, 8 + LARGE_PREFIX):
             return  # read more of it first
         head = leading_fields(bytes(self.reader.buf[8:8 + LARGE_PREFIX]), ("type", "token"))
-        if length > MAX_FRAME or head.get("type") != "put" or \
-                client_for(self.state.cfg, head.get("token", "")) is None:
+        client = client_for(self.state.cfg, head.get("token", ""))
+        if length > MAX_FRAME or head.get("type") != "put" or client is None:
             raise p.RemoteProtocolError("an HLNK request of %d bytes is over the limit of %d"
                                         % (length, self.reader.limit))
         self.reader.limit = MAX_FRAME
+        self._hold_large(client.name)
+
+    def _hold_large(self, owner):
+        """Count a frame over MAX_REQUEST against hlnk_buffer_bytes before it is read: up to
+        128 MiB each, held whole, and parsed and decoded once more."""
+        length = self.reader.head()
+        if self.large is None and length is not None and length > MAX_REQUEST:
+            self.large = self.state.limits.hlnk_frame(owner, length)
+
+    def release(self):
+        if self.large is not None:
+            self.large.release()
+            self.large = None
 
     async def frame(self):
         """The next frame's payload (a streamed chunk or its trailer), or None at the end."""
         self.reader.limit = MAX_FRAME  # authenticated: its 4 MiB chunks, or bigger
+        self.release()  # the caller is done with the frame before
         while True:
+            self._hold_large(self.client.name)
             payload = self.reader.next_frame()
             if payload is not None:
                 return payload

@@ -92,6 +92,7 @@ class Limits:
         self.jobs = {}
         self.spool = {}  # reserved spool bytes of running jobs
         self.approvals = {}
+        self.hlnk_buffer = {}  # bytes of large HLNK frames being read or handled
 
     # ---- connections ---------------------------------------------------------------------------
 
@@ -189,10 +190,19 @@ class Limits:
                        % (client, self.approvals[client], cfg.max_pending_approvals))
         return Ticket(self.approvals, client)
 
+    def hlnk_frame(self, client, size):
+        """The ticket of an HLNK frame over 1 MiB, for its bytes; Busy past hlnk_buffer_bytes."""
+        held, cap = self.hlnk_buffer.get("", 0), self.cfg().hlnk_buffer_bytes
+        if held + size > cap:
+            raise Busy("server busy: %d bytes of large HLNK requests held, one of %d more is over "
+                       "hlnk_buffer_bytes = %d" % (held, size, cap))
+        return Ticket(self.hlnk_buffer, client, size)
+
     def status(self):
         """What is held, for the admin socket's status."""
         return {"connections": {"unauthenticated": len(self.unauth), "authenticated": self.authed,
                                 "closing": self.closing, "evicted_total": self.evicted},
                 "commands": self.commands.get("", 0), "jobs": self.jobs.get("", 0),
                 "job_spool_reserved_bytes": self.spool.get("", 0),
-                "approvals": self.approvals.get("", 0)}
+                "approvals": self.approvals.get("", 0),
+                "hlnk_buffer_bytes": self.hlnk_buffer.get("", 0)}

@@ -293,3 +293,47 @@ print([answer(s) for s in unread])
     assert third.startswith("('error', 'server busy") and "max_concurrent" in third, out
     assert first == "[('ok', 3000000), ('ok', 3000000)]", out
     settled(d, base)
+
+
+def test_large_hlnk_frames_are_held_within_a_budget(make_daemon):
+    # Old code: a put frame of up to 128 MiB was read whole by every connection that named a
+    # token in its first 64 KiB: 6 held 100 MB puts took the daemon from 26 MB to 641 MB.
+    d, base = public(make_daemon, "hlnk_buffer_bytes = 6000000")
+    held = nobody(d, """
+import base64
+body = json.dumps({"version": 1, "type": "put", "id": "p", "token": TOKEN, "mode": 420,
+                   "path": "/tmp/hostlink-budget-held", "content": base64.b64encode(os.urandom(2600000)).decode()})
+frame = hw.encode(json.loads(body))
+s = conn(); s.sendall(frame[:-10])
+print(len(frame) - 8, flush=True)
+sys.stdin.readline()
+s.sendall(frame[-10:]); s.settimeout(20)
+r = hw.Reader(1 << 20)
+while r.next() is None:
+    r.feed(s.recv(65536))
+""", wait=False)
+    size = int(held.stdout.readline())
+    assert status(d)["hlnk_buffer_bytes"] == size
+    second = nobody(d, """
+import base64
+s = conn()
+s.sendall(hw.encode({"version": 1, "type": "put", "id": "q", "token": TOKEN,
+                     "path": "/tmp/hostlink-budget-second",
+                     "content": base64.b64encode(os.urandom(2600000)).decode()}))
+s.settimeout(20)
+r = hw.Reader(1 << 20)
+while True:
+    r.feed(s.recv(65536))
+    resp = r.next()
+    if resp is not None:
+        break
+print(resp["status"], resp["error_msg"])
+""")
+    assert second.startswith("error server busy") and "hlnk_buffer_bytes = 6000000" in second, second
+    held.stdin.write(b"go\n")
+    held.stdin.close()
+    assert held.wait(30) == 0
+    assert status(d)["hlnk_buffer_bytes"] == 0
+    assert os.path.getsize("/tmp/hostlink-budget-held") == 2600000
+    os.unlink("/tmp/hostlink-budget-held")
+    settled(d, base)
