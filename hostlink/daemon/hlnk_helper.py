@@ -128,30 +128,3 @@ async def write_all(loop, fd, data):
         except OSError:
             return False
     return True
-
-
-async def listing(fd, command, limit):
-    """The regular files of the tar stream on ``fd`` (the helper's ``send``): (first member's
-    kind, [(relative path, size)], truncated). A reader thread, stopping the helper past ``limit``."""
-    loop = command.loop
-
-    def read():
-        import tarfile
-        first, files, truncated = None, [], False
-        os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            try:
-                with tarfile.open(fileobj=f, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
-                    for m in tar:
-                        if first is None:
-                            first = "dir" if m.isdir() else "file" if m.isreg() else "other"
-                        elif m.isreg():
-                            if len(files) >= limit:
-                                truncated = True
-                                loop.call_soon_threadsafe(command.terminate)
-                                break
-                            files.append((m.name.split("/", 1)[1], m.size))
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                log.debug("listing ended: %s", exc)
-        return first, files, truncated
-    return await loop.run_in_executor(None, read)

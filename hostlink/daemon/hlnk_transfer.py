@@ -13,10 +13,10 @@ its free-space check) work unchanged.
 
 import base64
 import hashlib
+import json
 import os
 import time
 
-from ..wire import protocol as p
 from ..wire.hlnk import header
 from . import hlnk_helper
 from .hlnk_helper import Helper
@@ -24,6 +24,7 @@ from .hlnk_request import count, status_of
 
 GET_MAX = 90 << 20  # its limit for a file in one frame: bigger ones its client streams
 LIST_MAX = 100000  # files in one get_stat answer, as its daemon lists at most
+LIST_BYTES = 16 << 20  # of the helper's listing kept: past it, truncated as past LIST_MAX
 B64_CHUNK = 3 << 20  # base64 is written in pieces of a multiple of 3 bytes
 
 
@@ -190,14 +191,18 @@ async def get_stream(rq):
         await rq.answer(sha256=sent["sha"].hexdigest(), size=sent["size"], stream_end=True)
 
 
-class _Lister(Helper):
-    listed = (None, [], False)
-
-    async def output(self, fd, kind, command):
-        if kind is p.Stdout:
-            self.listed = await hlnk_helper.listing(fd, command, LIST_MAX)
-        else:
-            await super().output(fd, kind, command)
+def _listing(helper):
+    """(kind of the path, [(relative path, size)], truncated) from the helper's ``list``."""
+    lines = helper.stdout.decode("utf-8", "surrogateescape").split("\n")
+    kind, files = lines[0] or None, []
+    for line in lines[1:]:
+        try:
+            name, size = json.loads(line)
+        except ValueError:
+            break  # the last line, cut at LIST_BYTES, or the empty one after the last newline
+        files.append((name, size))
+    truncated = len(files) > LIST_MAX or helper.total > LIST_BYTES
+    return kind, files[:LIST_MAX], truncated
 
 
 async def get_stat(rq):
@@ -211,8 +216,9 @@ async def get_stat(rq):
         rq.record["result"] = "ok"
         await rq.answer(path=path, isdir=False, size=st[1])
         return
-    helper = await hlnk_helper.run(rq, "send", [path], _Lister(rq))
-    kind, files, truncated = helper.listed
+    helper = await hlnk_helper.run(rq, "list", [path, "--limit", str(LIST_MAX)],
+                                   Helper(rq, keep=LIST_BYTES))
+    kind, files, truncated = _listing(helper)
     if helper.refusal is None and kind != "dir":
         await rq.fail("error", "get_stat: path is neither regular file nor directory")
     elif truncated or not await _failed(rq, helper, "get_stat", path, "read"):

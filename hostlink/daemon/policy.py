@@ -332,7 +332,7 @@ def check(cfg, client, request, target):
 def check_transfer(cfg, client, request):
     """The directory a transfer ``request`` (cp/put/get/df) of ``client`` is confined to (its
     helper resolves the path beneath it, on a descriptor); a Refused when it may not be made."""
-    if request.xfer not in ("send", "receive", "df", "stat") or not request.argv:
+    if request.xfer not in ("send", "receive", "df", "stat", "list") or not request.argv:
         raise BadRequest("unknown transfer %r" % request.xfer)
     if cfg.namespace_pid:
         raise BadRequest("transfers are not available in sidecar mode yet")

@@ -13,7 +13,7 @@ import sys
 
 from ..wire.plain import words
 from ..wire.tarstream import (TransferError, copy_fd, free_bytes, manifest_line, pack_at,
-                              receive_file, sha256_fd, summary, total_size_at)
+                              receive_file, sha256_fd, summary, total_size_at, walk_at)
 from ..wire.untar import Unpacker
 from .beneath import Outside, locate, open_dir
 
@@ -104,6 +104,29 @@ def stat_path(root, path, rest, modes):
     sys.stdout.write("%s %o %d %d %s\n" % (kind, st.st_mode & 0o7777, int(st.st_mtime), size, digest))
 
 
+def list_files(root, path, rest, modes):
+    """What the first hostlink's get_stat lists: the kind of ``path`` (dir, file, other) on the
+    first line, then each regular file below it as a JSON [path, size], at most --limit + 1."""
+    import json
+    limit = int(_option(rest, "--limit"))
+    fd, name = locate(root, path)
+    try:
+        out = sys.stdout
+        walk = walk_at(fd, name)
+        st = next(walk)[3]
+        out.write("dir\n" if stat.S_ISDIR(st.st_mode) else "file\n" if stat.S_ISREG(st.st_mode)
+                  else "other\n")
+        listed = 0
+        for _fd, _name, rel, st in walk:
+            if stat.S_ISREG(st.st_mode):
+                out.write(json.dumps([rel.split("/", 1)[1], st.st_size]) + "\n")
+                listed += 1
+                if listed > limit:
+                    break
+    finally:
+        os.close(fd)
+
+
 def _destination(root, path, mkdir):
     """(directory fd, name) to write ``path`` at: an existing directory is written into."""
     fd = open_dir(root, path)
@@ -179,7 +202,7 @@ def df(root, path, rest, modes):
     sys.stdout.write("%s %d %d\n" % (where, free, st.f_blocks * st.f_frsize))
 
 
-ACTIONS = {"send": send, "stat": stat_path, "receive": receive, "df": df}
+ACTIONS = {"send": send, "stat": stat_path, "receive": receive, "df": df, "list": list_files}
 
 
 if __name__ == "__main__":

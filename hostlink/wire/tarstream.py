@@ -54,7 +54,7 @@ def pack_at(dir_fd, name, top, out, excludes=(), verify=False):
     # 1 MiB blocks: tarfile's stream default (10 KiB records, 16 KiB copies) caps it near 150 MB/s.
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                       errors="surrogateescape", bufsize=CHUNK, copybufsize=CHUNK) as tar:
-        for fd, entry, rel, st in _walk(dir_fd, name, top, excludes):
+        for fd, entry, rel, st in walk_at(dir_fd, name, top, excludes):
             info = _info(tarfile, rel, st)
             if info.isreg():
                 src = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
@@ -104,7 +104,7 @@ class _parent:
         os.close(self.fd)
 
 
-def _walk(dir_fd, name, top, excludes):
+def walk_at(dir_fd, name, top="x", excludes=()):
     """(directory fd, name in it, member name, lstat) of ``name`` and all below it, each directory
     opened without following a symlink (os.fwalk)."""
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -134,7 +134,7 @@ def total_size(src, excludes=()):
 
 def total_size_at(dir_fd, name, excludes=()):
     """The bytes of the regular files a transfer of ``name`` in ``dir_fd`` would write."""
-    return sum(st.st_size for _, _, _, st in _walk(dir_fd, name, "x", excludes)
+    return sum(st.st_size for _, _, _, st in walk_at(dir_fd, name, "x", excludes)
                if stat.S_ISREG(st.st_mode))
 
 

@@ -66,6 +66,10 @@ def test_put_get_stat_df_round_trip(d, tmp_path):
     r = ask(d, type="get_stat", path=str(tmp_path / "a"))
     assert r["isdir"] and r["size"] == 200001
     assert sorted((f["path"], f["size"]) for f in r["files"]) == [("b/f", 200000), ("top", 1)]
+    # Listed by the helper, not by a reader thread: hostlinkd forks with preexec hooks, which is
+    # only safe while it has one thread.
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        assert "Threads:\t1\n" in f.read()
     assert ask(d, type="get_stat", path=str(tmp_path / "a/top")) == dict(
         version=1, id="t1", node=r["node"], status="ok", path=str(tmp_path / "a/top"), isdir=False, size=1)
     r = ask(d, type="stat_fs", path=str(tmp_path / "no/such/dir"))
