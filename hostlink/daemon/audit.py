@@ -67,6 +67,7 @@ class AuditLog:
         self.broken = ""
         self._fd = -1
         self._unauth = {}  # peer key -> (window start, events in it)
+        self._swept = time.monotonic()
         if path:
             self.reopen()
 
@@ -84,25 +85,38 @@ class AuditLog:
     def unauthenticated(self, key):
         """Whether an unauthenticated event of peer ``key`` may be written (per-peer rate)."""
         now = time.monotonic()
+        self._sweep(now)
         since, count = self._unauth.get(key, (now, 0))
-        if now - since > UNAUTH_WINDOW_S:
-            if count > UNAUTH_PER_WINDOW:
-                self.write(event="audit", result="suppressed", peer=key,
-                           count=count - UNAUTH_PER_WINDOW, window_s=UNAUTH_WINDOW_S)
-            since, count = now, 0
         self._unauth[key] = (since, count + 1)
-        if len(self._unauth) > 4096:
-            self._unauth.clear()
         if count < UNAUTH_PER_WINDOW:
             return True
         self.suppressed += 1
         return False
 
+    def _sweep(self, now):
+        """Once a window: the summary of each peer whose window ended with events not written,
+        then forget it (else a flood that stopped would never be summed up)."""
+        if now - self._swept < UNAUTH_WINDOW_S and len(self._unauth) <= 4096:
+            return
+        self._swept = now
+        crowded = len(self._unauth) > 4096  # then all go: the table stays bounded
+        due = []
+        for key, (since, count) in list(self._unauth.items()):
+            if crowded or now - since > UNAUTH_WINDOW_S:
+                del self._unauth[key]
+                if count > UNAUTH_PER_WINDOW:
+                    due.append((key, count - UNAUTH_PER_WINDOW))
+        for key, count in due:
+            self.write(event="audit", result="suppressed", peer=key, count=count,
+                       window_s=UNAUTH_WINDOW_S)
+
     def write(self, **record):
         """Append one record with the current time: one write of one whole line, or nothing
-        (a short write is cut back off the file)."""
+        (a short write is cut back off the file); whether it was written."""
         if self._fd < 0:
-            return
+            return True  # no audit log configured
+        if self._unauth:
+            self._sweep(time.monotonic())  # a summary due goes before this record
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bounded(record)}
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         text = text.translate(_BREAKS) + "\n"
@@ -117,10 +131,12 @@ class AuditLog:
                 os.ftruncate(self._fd, end)
                 raise OSError(28, "short write: %d of %d bytes" % (n, len(line)))
             self.broken = ""
+            return True
         except OSError as exc:
             self.failures += 1
             self.broken = exc.strerror or str(exc)
             log.error("audit log %s cannot be written: %s", self.path, self.broken)
+            return False
 
     def close(self):
         if self._fd >= 0:

@@ -43,7 +43,7 @@ class Session:
         if not self.hlnk and (self.chan is None or self.chan.sock is self.sock):
             _say_now(self.sock, p.encode(p.Error(
                 "busy", "server busy: too many connections still authenticating "
-                        "(max_unauthenticated); this one waited longest")))
+                        "(max_unauthenticated); this one waited longest: try again")))
         self.task.cancel()
 
     async def serve(self):
@@ -196,8 +196,9 @@ class Session:
     # ---- helpers -------------------------------------------------------------------------------
 
     def audit_start(self, fields):
-        """The record of a command that starts (its end is the connection's record)."""
-        self.state.audit.write(**dict(self.record, event=self.record["event"] + "_start",
+        """The record of a command about to start (its end is the connection's record); whether
+        it was written."""
+        return self.state.audit.write(**dict(self.record, event=self.record["event"] + "_start",
                                       **fields), **self.peer.fields())
 
     def _exchange(self):

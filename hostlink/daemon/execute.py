@@ -15,13 +15,14 @@ Nothing is spawned before policy (and a person, where asked) allowed the request
 
 import asyncio
 import json
+import os
 from collections import namedtuple
 
 from ..wire import protocol as p
 from . import policy, running, spawn
 from .approvals import describe, signature
 from .channel import close_all, ended
-from .errors import BadRequest, Busy, Denied, Internal, Refused
+from .errors import BadRequest, Busy, Denied, Refused
 
 # What authorize() decided: the request to run (a transfer becomes its helper's), as whom, where
 # (``target``: a policy.Target holding the checked directory and executable open until the spawn;
@@ -139,7 +140,7 @@ async def run_exec(state, client, req, exchange, on_start=None):
     try:
         check_input(req, exchange.fds)
         if state.audit_refusal():
-            raise Internal(state.audit_refusal())
+            raise Busy(state.audit_refusal())
         if not req.queue and state.limits.commands_busy():  # no person asked for nothing
             raise Busy(state.limits.commands_busy())
         # Transfers, terminals and who asked for none: as long as they take (max_timeout_ms caps).
@@ -149,6 +150,7 @@ async def run_exec(state, client, req, exchange, on_start=None):
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
         slot = await state.slots.take(client.name, req.queue, exchange)
+        _audit_start(state, outcome, timeout, on_start, slot)
         command = _start(state, client, req, decision, exchange, timeout, slot)
     except Refused as exc:
         outcome.refused(exc)
@@ -157,8 +159,20 @@ async def run_exec(state, client, req, exchange, on_start=None):
     finally:
         if decision is not None:
             decision.target.close()
-    await _run(state, command, exchange, timeout, outcome, on_start)
+    await _run(state, command, exchange, timeout, outcome)
     return outcome
+
+
+def _audit_start(state, outcome, timeout, on_start, slot):
+    """The command's start record, written before it can run: with audit_failure = closed, a
+    command whose start cannot be recorded does not start (its end names its pid)."""
+    outcome.fields.update(request=os.urandom(6).hex(), timeout_ms=timeout)
+    if on_start is None:
+        return
+    refusal = state.audit_refusal(on_start(dict(outcome.audit(), result="started")))
+    if refusal:
+        slot.release()
+        raise Busy(refusal)
 
 
 def _start(state, client, req, decision, exchange, timeout, slot):
@@ -190,14 +204,12 @@ def _stdio(req, exchange):
     return stdio, ours
 
 
-async def _run(state, command, exchange, timeout, outcome, on_start=None):
+async def _run(state, command, exchange, timeout, outcome):
     """Run a started command to its end and note how it ended in ``outcome``; its start and its
     end are each audited (a running command is visible)."""
     state.commands.add(command)
-    outcome.fields.update(pid=command.proc.pid, timeout_ms=timeout)
+    outcome.fields.update(pid=command.proc.pid)
     try:
-        if on_start is not None:
-            on_start(dict(outcome.audit(), result="started"))
         await running.run(command, exchange, command.pipes, timeout)
     except (ConnectionError, OSError, asyncio.CancelledError):
         pass  # the client is gone or the daemon stops: the outcome says how far it went
@@ -223,6 +235,8 @@ async def start_job(state, client, req, exchange):
     outcome = Outcome()
     decision = None
     try:
+        if state.audit_refusal():  # a job's start is recorded once it runs: refused before
+            raise Busy(state.audit_refusal())
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
         req = decision.request

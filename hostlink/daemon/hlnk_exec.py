@@ -73,7 +73,7 @@ async def run(rq):
     try:
         def on_start(fields):
             peer = rq.peer.fields() if rq.peer is not None else {}
-            rq.state.audit.write(**dict(rq.record, event="exec_start", **fields), **peer)
+            return rq.state.audit.write(**dict(rq.record, event="exec_start", **fields), **peer)
         rq.record.update((await execute.run_exec(rq.state, rq.client, req, capture,
                                                  on_start)).audit())
     except p.RemoteProtocolError as exc:

@@ -32,12 +32,20 @@ class ServerState:
         self.jobs = JobSpool(self)
         self.approvals = Approvals(self)
 
-    def audit_refusal(self):
-        """Why new commands are refused while the audit log cannot be written, or ""."""
-        if self.audit.broken and self.cfg.audit_failure == "closed":
-            return ("the audit log %s cannot be written (%s): new commands are refused until it "
-                    "can (audit_failure = closed)" % (self.cfg.audit_log, self.audit.broken))
-        return ""
+    def audit_refusal(self, written=True):
+        """Why a new command is refused while the audit log cannot be written, or "". After a
+        failure, a record that marks the gap is tried first: once it is written, all goes on.
+        ``written``: whether the request's own start record was written."""
+        if self.cfg.audit_failure != "closed":
+            return ""
+        if written and self.audit.broken:
+            failures = self.audit.failures
+            self.audit.write(event="audit", result="resumed", failures_total=failures)
+        if written and not self.audit.broken:
+            return ""
+        return ("hostlinkd refuses new commands: its audit log %s cannot be written (%s; "
+                "audit_failure = closed); the operator must free it"
+                % (self.cfg.audit_log, self.audit.broken or "no space"))
 
     @property
     def uptime_s(self):

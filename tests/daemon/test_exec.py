@@ -314,7 +314,7 @@ def test_audit_records_request(daemon):
     assert ok["client"] == "default" and ok["exit_code"] == 0 and ok["peer_uid"] == os.getuid()
     # Its start was recorded before it ran: a running command is visible (issue 16).
     start = [l for l in lines if l.get("command") == "echo audited" and l["event"] == "exec_start"]
-    assert [s["pid"] for s in start] == [ok["pid"]] and start[0]["result"] == "started"
+    assert [s["request"] for s in start] == [ok["request"]] and start[0]["result"] == "started"
     assert ok["peer_pid"] > 0 and "duration_ms" in ok
     bad = [l for l in lines if l.get("result") == "auth_failed"]
     assert bad and all(daemon.token not in json.dumps(l) for l in lines)
