@@ -136,7 +136,7 @@ usage: hostlink [OPTIONS] job list
        hostlink [OPTIONS] job status|tail|wait|cancel|rm ID [FLAGS]
 
 Detached jobs, started with hostlink exec -D CMD (which prints the job's id).
-  list                  your jobs, newest last
+  list                  your jobs, newest first
   status ID             state, exit code, timeout, output sizes
   tail ID [-f] [--stderr]
                         its output so far; -f follows it until the job ends

@@ -97,7 +97,8 @@ def status(state):
     out.update(pid=os.getpid(), descriptors=len(os.listdir("/proc/self/fd")) - 1,
                children=len(_children()), watched_children=state.reaper.watched,
                pending_approvals=len(state.approvals.pending),
-               running_commands=len(state.commands), audit_failures=state.audit.failures,
+               running_commands=len(state.commands), queued=len(state.slots.queue),
+               audit_failures=state.audit.failures,
                audit_suppressed=state.audit.suppressed, audit_broken=state.audit.broken)
     return out
 

@@ -15,8 +15,9 @@ def call(path, request, stream=False):
     try:
         s.connect(path)
     except OSError as exc:
-        raise SystemExit("hostlink-approve: cannot reach %s: %s (is hostlinkd running, and are you "
-                         "root?)" % (path, exc.strerror))
+        raise SystemExit("hostlink-approve: cannot reach %s: %s (is hostlinkd running, are you root, "
+                         "and is it the conf's admin_socket? --socket PATH names another)"
+                         % (path, exc.strerror))
     s.sendall((json.dumps(request) + "\n").encode())
     with s.makefile("rb") as f:
         for line in f:

@@ -88,6 +88,7 @@ class Limits:
         self.closing = 0
         self.unstarted = 0  # accepted connections whose session has not run yet
         self.evicted = 0
+        self.refused = 0  # connections told busy at once (max_connections)
         self.commands = {}  # "" (all) or client name -> running commands
         self.jobs = {}
         self.spool = {}  # reserved spool bytes of running jobs
@@ -112,8 +113,8 @@ class Limits:
             self._evict(next(iter(self.unauth)))
         if self.connections >= cfg.max_connections:
             if not self.unauth:
-                raise Busy("server busy: %d connections open (max_connections = %d)"
-                           % (self.connections, cfg.max_connections))
+                raise Busy("server busy: %d connections open (max_connections = %d): try again "
+                           "later" % (self.connections, cfg.max_connections))
             self._evict(next(iter(self.unauth)))
         conn = Conn(self, peer, evict)
         self.unauth[conn] = None
@@ -153,7 +154,8 @@ class Limits:
         running = self.commands.get("", 0)
         if running < cfg.max_concurrent:
             return ""
-        return "server busy: %d commands running (max_concurrent = %d)" % (running, cfg.max_concurrent)
+        return "server busy: %d commands running (max_concurrent = %d): try again later" % (
+            running, cfg.max_concurrent)
 
     def command(self, client, on_release=None):
         """A running command's ticket; Busy past max_concurrent (slots.py waits in front of it)."""
@@ -166,15 +168,15 @@ class Limits:
         """A running job's tickets (count, reserved spool bytes); Busy past the job quotas."""
         cfg = self.cfg()
         if self.jobs.get("", 0) >= cfg.max_jobs:
-            raise Busy("server busy: %d jobs running (max_jobs = %d)"
+            raise Busy("server busy: %d jobs running (max_jobs = %d): wait for one to end"
                        % (self.jobs[""], cfg.max_jobs))
         if self.jobs.get(client, 0) >= cfg.max_jobs_per_client:
             raise Busy("client %s has %d jobs running (max_jobs_per_client = %d): wait for one "
                        "or cancel it" % (client, self.jobs[client], cfg.max_jobs_per_client))
         if self.spool.get("", 0) + spool_bytes > cfg.job_spool_total_bytes:
             raise Busy("server busy: running jobs may already spool %d bytes "
-                       "(job_spool_total_bytes = %d)" % (self.spool.get("", 0),
-                                                          cfg.job_spool_total_bytes))
+                       "(job_spool_total_bytes = %d): wait for one to end"
+                       % (self.spool.get("", 0), cfg.job_spool_total_bytes))
         return self.job_running(client, spool_bytes)
 
     def job_running(self, client, spool_bytes):
@@ -186,7 +188,7 @@ class Limits:
         cfg = self.cfg()
         if self.approvals.get(client, 0) >= cfg.max_pending_approvals:
             raise Busy("client %s has %d requests waiting for approval "
-                       "(max_pending_approvals = %d)"
+                       "(max_pending_approvals = %d): wait for a person to answer them"
                        % (client, self.approvals[client], cfg.max_pending_approvals))
         return Ticket(self.approvals, client)
 
@@ -195,13 +197,14 @@ class Limits:
         held, cap = self.hlnk_buffer.get("", 0), self.cfg().hlnk_buffer_bytes
         if held + size > cap:
             raise Busy("server busy: %d bytes of large HLNK requests held, one of %d more is over "
-                       "hlnk_buffer_bytes = %d" % (held, size, cap))
+                       "hlnk_buffer_bytes = %d: try again later" % (held, size, cap))
         return Ticket(self.hlnk_buffer, client, size)
 
     def status(self):
         """What is held, for the admin socket's status."""
         return {"connections": {"unauthenticated": len(self.unauth), "authenticated": self.authed,
-                                "closing": self.closing, "evicted_total": self.evicted},
+                                "closing": self.closing, "evicted_total": self.evicted,
+                                "refused_total": self.refused},
                 "commands": self.commands.get("", 0), "jobs": self.jobs.get("", 0),
                 "job_spool_reserved_bytes": self.spool.get("", 0),
                 "approvals": self.approvals.get("", 0),

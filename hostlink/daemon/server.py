@@ -181,6 +181,10 @@ class Server:
                 slot = session.slot = self.state.limits.admit(peer.limit_key, session.evict)
             except Busy as exc:
                 _refuse(sock, exc.message)
+                self.state.limits.refused += 1
+                if self.state.audit.unauthenticated(peer.limit_key):  # rate-limited per peer
+                    self.state.audit.write(event="connect", result="busy", error=exc.message,
+                                           **peer.fields())
                 continue
             task = session.task = self.state.loop.create_task(session.serve())
             self._tasks.add(task)

@@ -36,12 +36,15 @@ class Slots:
             return self._ticket(client)
         cfg = self.state.cfg
         if not busy:
-            busy = "server busy: %d requests wait for a slot (max_concurrent = %d)" % (
-                len(self.queue), cfg.max_concurrent)
+            busy = "server busy: %d requests wait for a slot (max_concurrent = %d): try again " \
+                "later" % (len(self.queue), cfg.max_concurrent)
         if not queue or not cfg.busy_wait_ms:
             raise Busy(busy)
         if len(self.queue) >= cfg.max_queued:
-            raise Busy("%s and %d waiting (max_queued)" % (busy, len(self.queue)))
+            raise Busy("server busy: %d commands running and %d waiting (max_concurrent = %d, "
+                       "max_queued = %d): try again later" % (
+                           self.state.limits.commands.get("", 0), len(self.queue),
+                           cfg.max_concurrent, cfg.max_queued))
         got = self.state.loop.create_future()
         self.queue.append((got, client))
         try:
@@ -72,8 +75,8 @@ class Slots:
             raise ShuttingDown("hostlinkd is shutting down")
         if gone in done:
             raise ConnectionResetError("the client went away while waiting for a slot")
-        raise Busy("server busy: no free slot within %d ms (max_concurrent = %d, busy_wait_ms)"
-                   % (wait_ms, self.state.cfg.max_concurrent))
+        raise Busy("server busy: no free slot within %d ms (max_concurrent = %d, busy_wait_ms): "
+                   "try again later" % (wait_ms, self.state.cfg.max_concurrent))
 
     def _leave(self, got):
         """Out of the queue, whatever happened; a slot handed to us as we left goes on."""

@@ -229,16 +229,17 @@ def doctor(
     for f in doc.check(Endpoint(socket=cfg.socket, token=cfg.auth_token)):
         typer.echo(f.line())
         ok = ok and f.ok
-    _daemon_status(cfg)
+    ok = _daemon_status(cfg) and ok
     raise typer.Exit(0 if ok else 1)
 
 
 def _daemon_status(cfg):
-    """What the running daemon holds (its admin socket's status), one line; nothing if unreachable."""
+    """What the running daemon holds (its admin socket's status), one line; nothing if unreachable.
+    False when its audit log is failing (commands are refused or run unrecorded)."""
     import json
     import socket
     if not cfg.admin_socket:
-        return
+        return True
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
@@ -246,14 +247,17 @@ def _daemon_status(cfg):
             s.sendall(b'{"op": "status"}\n')
             st = json.loads(s.makefile("rb").readline())
     except (OSError, ValueError):
-        return
+        return True
     c = st.get("connections", {})
     typer.echo("info status: connections %s unauthenticated / %s authenticated / %s closing, "
-               "%s commands, %s jobs, %s approvals waiting, %s descriptors, %s children%s"
+               "%s commands (%s waiting for a slot), %s jobs, %s approvals waiting, %s descriptors, "
+               "%s children%s"
                % (c.get("unauthenticated"), c.get("authenticated"), c.get("closing"),
-                  st.get("commands"), st.get("jobs"), st.get("approvals"), st.get("descriptors"),
+                  st.get("commands"), st.get("queued"), st.get("jobs"), st.get("approvals"),
+                  st.get("descriptors"),
                   st.get("children"), ", AUDIT LOG FAILING: %s" % st["audit_broken"]
                   if st.get("audit_broken") else ""))
+    return not st.get("audit_broken")
 
 
 def main():

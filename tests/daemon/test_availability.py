@@ -135,6 +135,8 @@ def test_past_max_connections_the_client_is_told_busy(make_daemon):
     assert r.returncode == 4 and b"server busy" in r.stderr, r.stderr
     for h in held:
         assert h.wait(20) == 0
+    assert status(d)["connections"]["refused_total"] == 1  # and recorded, as every refusal
+    assert [l["result"] for l in d.audit_lines() if l["event"] == "connect"] == ["busy"]
     settled(d, base)
 
 

@@ -54,7 +54,7 @@ def test_the_queue_and_the_wait_are_bounded(make_daemon):
     holder = Holder(d)
     first = waiter(d)
     r = d.run("exec", "echo never")
-    assert r.returncode == 4 and b"1 waiting (max_queued)" in r.stderr
+    assert r.returncode == 4 and b"1 waiting (max_concurrent = 1, max_queued = 1)" in r.stderr
     out, err = first.communicate(timeout=20)  # the holder never lets go: the deadline passes
     assert first.returncode == 4 and out == b""
     assert b"no free slot within 5000 ms (max_concurrent = 1, busy_wait_ms)" in err
