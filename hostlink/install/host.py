@@ -71,6 +71,7 @@ class Layout:
         self.log_dir = r("/var/log/hostlink")
         self.audit_log = os.path.join(self.log_dir, "audit.log")
         self.admin_socket = r("/run/hostlink-admin/admin.sock")
+        self.job_spool_dir = r("/var/lib/hostlink/jobs")
         self.tls_cert = r("/etc/hostlink/hostlink.crt")
         self.tls_key = r("/etc/hostlink/hostlink.key")
         self.daemon_log = os.path.join(self.log_dir, "hostlinkd.log")
@@ -148,6 +149,7 @@ def plan(opts, layout, token, gid):
                   audit_log=layout.audit_log, log_target="stderr", namespace_pid=0,
                   tcp=_tcp(opts.tcp), tls_cert=layout.tls_cert, tls_key=layout.tls_key,
                   admin_socket=layout.admin_socket,
+                  job_spool_dir=layout.job_spool_dir if layout.root not in ("", "/") else "",
                   extra_socket=existing_token_in(layout.conf, "extra_socket"),  # hostlink-install openclaw's
                   run_as=opts.run_as)
     changes = [Change(layout.conf, conf, 0o600)]

@@ -30,7 +30,8 @@ def plan(out_dir, namespace_pid=1, project="hostlink", agent_service="agent", ag
                   group_gid=group_gid, max_concurrent=16, default_timeout_ms=30000,
                   max_timeout_ms=86400000, audit_log="/var/log/hostlink/audit.log",
                   log_target="stderr", namespace_pid=namespace_pid, tcp=None, tls_cert="", tls_key="",
-                  admin_socket="/run/hostlink-admin/admin.sock", extra_socket="", run_as="")
+                  admin_socket="/run/hostlink-admin/admin.sock", job_spool_dir="", extra_socket="",
+                  run_as="")
     values = dict(IMAGES, **{k: v for k, v in images.items() if v})
     compose = render("compose", "sidecar.yml.j2", path=compose_path, project=project, conf=conf_path,
                      token=token, agent_service=agent_service, agent_user=agent_user,

@@ -251,6 +251,9 @@ def test_commands_do_not_run_as_root_unless_asked(tree):
     root, ws = tree  # ws belongs to root, and no sudo: the dedicated user
     r = install("host", "--root", str(root), "--workspace", str(ws), "--no-start")
     assert conf_run_as(root) == "hostlink" and "as hostlink (a dedicated user)" in r.stdout
+    # Everything it writes is under --root, the jobs' spool too (not the host's).
+    conf = (root / "etc/hostlink/hostlink.conf").read_text()
+    assert "job_spool_dir = %s\n" % (root / "var/lib/hostlink/jobs") in conf
     import pwd
     import grp
     assert pwd.getpwnam("hostlink").pw_gid == grp.getgrnam("hostlink").gr_gid
