@@ -22,6 +22,23 @@ from hostlink.wire import protocol as p, hlnk as hw
 SOCK, TOKEN = os.environ["SOCK"], os.environ["TOKEN"]
 def conn():
     s = socket.socket(socket.AF_UNIX); s.connect(SOCK); return s
+def read_all(s, timeout=20):
+    s.settimeout(timeout)
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+def hlnk_answer(s, limit=1 << 20, timeout=20):
+    s.settimeout(timeout)
+    r = hw.Reader(limit)
+    while True:
+        data = s.recv(1 << 20)
+        r.feed(data)
+        resp = r.next()
+        if resp is not None or not data:
+            return resp
 """ % ROOT
 
 
@@ -155,14 +172,7 @@ time.sleep(0.3)
 flood = [conn() for _ in range(20)]
 half = conn(); half.sendall(b"HLNK\\x00\\x00\\x00\\x40{")
 for s in reqs:
-    s.settimeout(20)
-    r = hw.Reader(1 << 20)
-    while True:
-        data = s.recv(1 << 20)
-        r.feed(data)
-        resp = r.next()
-        if resp is not None or not data:
-            break
+    resp = hlnk_answer(s)
     print(resp and (resp["status"], resp["stdout"]))
 half.settimeout(10)
 print("half:", half.recv(100))
@@ -181,13 +191,8 @@ def test_bad_input_takes_nothing(make_daemon):
     d, base = public(make_daemon)
     out = nobody(d, """
 def ask(data):
-    s = conn(); s.sendall(data); s.settimeout(20)
-    got = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return got
-        got += chunk
+    s = conn(); s.sendall(data)
+    return read_all(s)
 codes = []
 for i in range(30):
     ex = p.Exec(command="true", mode="relay", tty=True, rows=70000 + i, cols=80)
@@ -277,14 +282,8 @@ def ask():
                          "command": "head -c 3000000 /dev/zero"}))
     return s
 def answer(s):
-    s.settimeout(30)
-    r = hw.Reader(64 << 20)
-    while True:
-        data = s.recv(1 << 20)
-        r.feed(data)
-        resp = r.next()
-        if resp is not None or not data:
-            return resp and (resp["status"], resp.get("stdout_original_bytes") or resp["error_msg"])
+    resp = hlnk_answer(s, 64 << 20, 30)
+    return resp and (resp["status"], resp.get("stdout_original_bytes") or resp["error_msg"])
 unread = [ask(), ask()]
 time.sleep(2)  # both commands have ended; their answers wait to be read
 third = answer(ask())
@@ -303,16 +302,14 @@ def test_large_hlnk_frames_are_held_within_a_budget(make_daemon):
     d, base = public(make_daemon, "hlnk_buffer_bytes = 6000000")
     held = nobody(d, """
 import base64
-body = json.dumps({"version": 1, "type": "put", "id": "p", "token": TOKEN, "mode": 420,
-                   "path": "/tmp/hostlink-budget-held", "content": base64.b64encode(os.urandom(2600000)).decode()})
-frame = hw.encode(json.loads(body))
+frame = hw.encode({"version": 1, "type": "put", "id": "p", "token": TOKEN, "mode": 420,
+                   "path": "/tmp/hostlink-budget-held",
+                   "content": base64.b64encode(os.urandom(2600000)).decode()})
 s = conn(); s.sendall(frame[:-10])
 print(len(frame) - 8, flush=True)
 sys.stdin.readline()
-s.sendall(frame[-10:]); s.settimeout(20)
-r = hw.Reader(1 << 20)
-while r.next() is None:
-    r.feed(s.recv(65536))
+s.sendall(frame[-10:])
+assert hlnk_answer(s)["status"] == "ok"
 """, wait=False)
     size = int(held.stdout.readline())
     assert status(d)["hlnk_buffer_bytes"] == size
@@ -322,13 +319,7 @@ s = conn()
 s.sendall(hw.encode({"version": 1, "type": "put", "id": "q", "token": TOKEN,
                      "path": "/tmp/hostlink-budget-second",
                      "content": base64.b64encode(os.urandom(2600000)).decode()}))
-s.settimeout(20)
-r = hw.Reader(1 << 20)
-while True:
-    r.feed(s.recv(65536))
-    resp = r.next()
-    if resp is not None:
-        break
+resp = hlnk_answer(s)
 print(resp["status"], resp["error_msg"])
 """)
     assert second.startswith("error server busy") and "hlnk_buffer_bytes = 6000000" in second, second
