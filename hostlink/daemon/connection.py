@@ -198,8 +198,8 @@ class Session:
     def audit_start(self, fields):
         """The record of a command about to start (its end is the connection's record); whether
         it was written."""
-        return self.state.audit.write(**dict(self.record, event=self.record["event"] + "_start",
-                                      **fields), **self.peer.fields())
+        start = dict(self.record, event=self.record["event"] + "_start", **fields)
+        return self.state.audit.write(**start, **self.peer.fields())
 
     def _exchange(self):
         return Exchange(self.chan, self.conn, self.fds, self.state.cfg)

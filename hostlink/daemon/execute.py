@@ -205,8 +205,8 @@ def _stdio(req, exchange):
 
 
 async def _run(state, command, exchange, timeout, outcome):
-    """Run a started command to its end and note how it ended in ``outcome``; its start and its
-    end are each audited (a running command is visible)."""
+    """Run a started command to its end and note how it ended in ``outcome`` (its end record;
+    its start was written before the spawn: a running command is visible)."""
     state.commands.add(command)
     outcome.fields.update(pid=command.proc.pid)
     try:

@@ -71,11 +71,8 @@ async def run(rq):
     capture.paths = paths
     rq.record.update(event="exec", cwd=req.cwd, mode=req.mode, **execute.asked(req))
     try:
-        def on_start(fields):
-            peer = rq.peer.fields() if rq.peer is not None else {}
-            return rq.state.audit.write(**dict(rq.record, event="exec_start", **fields), **peer)
         rq.record.update((await execute.run_exec(rq.state, rq.client, req, capture,
-                                                 on_start)).audit())
+                                                 rq.audit_start)).audit())
     except p.RemoteProtocolError as exc:
         capture.refusal = ("bad_request", str(exc))
     if capture.refusal is not None:

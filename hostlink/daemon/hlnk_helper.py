@@ -111,7 +111,8 @@ async def run(rq, action, args, helper):
     req = p.Exec(argv=tuple(args), xfer=action, mode="relay")
     rq.record.update(xfer=action, path=args[0] if args else "")
     try:
-        rq.record.update((await execute.run_exec(rq.state, rq.client, req, helper)).audit())
+        rq.record.update((await execute.run_exec(rq.state, rq.client, req, helper,
+                                                 rq.audit_start)).audit())
     except p.RemoteProtocolError as exc:
         helper.refusal = ("bad_request", str(exc))
     return helper

@@ -106,6 +106,12 @@ class Request:
         self.record.setdefault("error", message)
         await self.send(self.response(status, **fields, error_msg=message))
 
+    def audit_start(self, fields):
+        """The record of its command (or transfer helper) about to start; whether it was written
+        (the end is the connection's record)."""
+        start = dict(self.record, event=self.record.get("event", "hlnk") + "_start", **fields)
+        return self.state.audit.write(**start, **(self.peer.fields() if self.peer else {}))
+
     def ms(self):
         return int((time.monotonic() - self.started) * 1000)
 

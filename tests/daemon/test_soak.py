@@ -276,8 +276,8 @@ def test_soak(make_daemon, tmp_path):
 
     # The audit: every line whole, every started command and job with its end.
     records = [json.loads(line) for line in d.audit.read_text().splitlines()]
-    starts = [r["request"] for r in records if r["event"] == "exec_start"]
-    ends = {r.get("request") for r in records if r["event"] == "exec"}
+    starts = [r["request"] for r in records if r["event"].endswith("_start") and "request" in r]
+    ends = {r.get("request") for r in records if not r["event"].endswith("_start")}
     assert starts and not [s for s in starts if s not in ends], \
         "commands without an end record: %r" % [s for s in starts if s not in ends][:10]
     jobs = {r["job"] for r in records if r["event"] == "job_start"}
