@@ -139,8 +139,9 @@ async def run_exec(state, client, req, exchange, on_start=None):
     decision = None
     try:
         check_input(req, exchange.fds)
-        if state.audit_refusal():
-            raise Busy(state.audit_refusal())
+        refusal = state.audit_refusal()  # tries a record once when the log had failed
+        if refusal:
+            raise Busy(refusal)
         if not req.queue and state.limits.commands_busy():  # no person asked for nothing
             raise Busy(state.limits.commands_busy())
         # Transfers, terminals and who asked for none: as long as they take (max_timeout_ms caps).
@@ -235,8 +236,9 @@ async def start_job(state, client, req, exchange):
     outcome = Outcome()
     decision = None
     try:
-        if state.audit_refusal():  # a job's start is recorded once it runs: refused before
-            raise Busy(state.audit_refusal())
+        refusal = state.audit_refusal()  # a job's start is recorded once it runs: refused before
+        if refusal:
+            raise Busy(refusal)
         decision = await authorize(state, client, req, exchange)
         outcome.approved = decision.approved
         req = decision.request
