@@ -48,13 +48,17 @@ async def _failed(rq, helper, op, path, verb="open"):
     return True
 
 
-async def _stat(rq, op, path):
-    """(kind, size) of ``path`` as the client's user sees it, or None once answered."""
+async def _stat(rq, op):
+    """(path, kind, size) of the request's path as the client's user sees it, or None once
+    answered."""
+    path = await _path(rq, op)
+    if path is None:
+        return None
     helper = await hlnk_helper.run(rq, "stat", [path], Helper(rq, keep=4096))
     if await _failed(rq, helper, op, path, "stat" if op == "get_stat" else "open"):
         return None
     kind, _mode, _mtime, size, _sha = helper.stdout.decode().split()
-    return kind, int(size)
+    return path, kind, int(size)
 
 
 def _mode(rq):
@@ -169,16 +173,14 @@ async def _send_content(rq, path, data):
 
 
 async def get_stream(rq):
-    path = await _path(rq, "get_stream")
-    if path is None:
-        return
-    st = await _stat(rq, "get_stream", path)
+    st = await _stat(rq, "get_stream")
     if st is None:
         return
-    if st[0] != "file":
+    path, kind, size = st
+    if kind != "file":
         await rq.fail("error", "get_stream: cannot open %s: not a regular file" % path)
         return
-    await rq.answer(path=path, size=st[1], stream=True)
+    await rq.answer(path=path, size=size, stream=True)
     sent = {"size": 0, "sha": hashlib.sha256()}
 
     async def sink(data):
@@ -206,15 +208,13 @@ def _listing(helper):
 
 
 async def get_stat(rq):
-    path = await _path(rq, "get_stat")
-    if path is None:
-        return
-    st = await _stat(rq, "get_stat", path)
+    st = await _stat(rq, "get_stat")
     if st is None:
         return
-    if st[0] == "file":
+    path, kind, size = st
+    if kind == "file":
         rq.record["result"] = "ok"
-        await rq.answer(path=path, isdir=False, size=st[1])
+        await rq.answer(path=path, isdir=False, size=size)
         return
     helper = await hlnk_helper.run(rq, "list", [path, "--limit", str(LIST_MAX)],
                                    Helper(rq, keep=LIST_BYTES))

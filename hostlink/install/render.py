@@ -11,22 +11,29 @@ import jinja2
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def bundle_dir(name):
-    """The directory holding the ``installer``, ``compose`` or ``images`` bundle."""
+def _shipped(name, exists):
+    """``name`` in the wheel's _bundle, else at the top of a checkout; None when neither has it."""
     for base in (os.path.join(_HERE, "..", "_bundle"), os.path.join(_HERE, "..", "..")):
         path = os.path.normpath(os.path.join(base, name))
-        if os.path.isdir(path):
+        if exists(path):
             return path
-    raise FileNotFoundError("the %s bundle is missing from this installation" % name)
+    return None
+
+
+def bundle_dir(name):
+    """The directory holding the ``installer``, ``compose`` or ``images`` bundle."""
+    path = _shipped(name, os.path.isdir)
+    if path is None:
+        raise FileNotFoundError("the %s bundle is missing from this installation" % name)
+    return path
 
 
 def bundle_file(name):
     """The path of a file shipped at the top of the bundle (SKILL.md)."""
-    for base in (os.path.join(_HERE, "..", "_bundle"), os.path.join(_HERE, "..", "..")):
-        path = os.path.normpath(os.path.join(base, name))
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError("%s is missing from this installation" % name)
+    path = _shipped(name, os.path.isfile)
+    if path is None:
+        raise FileNotFoundError("%s is missing from this installation" % name)
+    return path
 
 
 def _env(name):
